@@ -1,0 +1,292 @@
+"""The `edge` command: every subcommand is a small function registered with @command.
+
+Errors a user can fix (EdgeError) print one line naming the file and the cause and exit 2;
+`--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from edge import __version__
+from edge.errors import EdgeError
+
+log = logging.getLogger("edge")
+
+COMMANDS: dict[str, tuple[str, Callable, Callable]] = {}  # name -> (help, setup, run)
+
+
+def command(name: str, help: str, setup: Callable[[argparse.ArgumentParser], None] | None = None):
+    """Register `run(args) -> int` as `edge NAME`; `setup` adds its arguments."""
+
+    def deco(run: Callable[[argparse.Namespace], int]):
+        COMMANDS[name] = (help, setup or (lambda p: None), run)
+        return run
+
+    return deco
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    from edge.config import ModelConfig
+
+    f = ModelConfig.model_fields
+    p.add_argument("--model", "-m", help=f["path"].description + f" (default {f['path'].default})")
+    p.add_argument("--labels", help=f["labels"].description)
+    p.add_argument("--backend", choices=["auto", "litert", "tflite-runtime", "tensorflow"],
+                   help=f["backend"].description)
+    p.add_argument("--threads", help="integer, or auto: " + f["threads"].description)
+    p.add_argument("--resize", choices=["linear", "area", "crop"], help=f["resize"].description)
+    p.add_argument("--config", "-c", help="config file to take model settings from")
+
+
+def model_from_args(args: argparse.Namespace, model_cfg=None):
+    """Load the model from the config's model section overridden by command-line flags."""
+    from edge import catalog, config
+    from edge.model import load_model
+
+    mc = model_cfg or config.load(getattr(args, "config", None)).model
+    path = args.model or mc.path
+    threads = args.threads or mc.threads
+    if threads != "auto":
+        try:
+            threads = int(threads)
+        except ValueError:
+            raise EdgeError(f"--threads {threads!r}: use a number or auto") from None
+    labels = args.labels or mc.labels or catalog.labels_for(path)
+    return load_model(
+        catalog.resolve(path),
+        labels=labels,
+        backend=args.backend or mc.backend,
+        threads=threads,
+        resize=args.resize or mc.resize,
+        xnnpack=mc.xnnpack,
+    )
+
+
+def model_line(model) -> str:
+    info = model.info
+    parts = info["xnnpack_partitions"]
+    xnn = "off" if not model.xnnpack else f"{parts} partition{'' if parts == 1 else 's'}"
+    return (
+        f"model {info['model']} ({info['input']['shape'][2]}x{info['input']['shape'][1]} "
+        f"{info['input']['dtype']}), backend {info['backend']} {info['backend_version']}, "
+        f"XNNPACK: {xnn}, {info['threads']} thread{'' if info['threads'] == 1 else 's'}"
+    )
+
+
+def read_image(path: str):
+    """An RGB uint8 array from an image file, or an EdgeError that says why not."""
+    import cv2
+
+    p = Path(path)
+    if not p.exists():
+        raise EdgeError(f"{p}: image file not found")
+    if p.is_dir():
+        raise EdgeError(f"{p}: is a directory, not an image")
+    bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise EdgeError(f"{p}: not a readable image (OpenCV cannot decode it)")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _classify_setup(p: argparse.ArgumentParser) -> None:
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    _model_args(p)
+    p.add_argument("--top-k", "-k", type=int, default=5, help="how many labels (default 5)")
+    p.add_argument("--json", action="store_true", help="one JSON object per image (docs/cli.md)")
+
+
+@command("classify", "classify image files and print the top labels", _classify_setup)
+def cmd_classify(args: argparse.Namespace) -> int:
+    for path in args.images:  # check every input before the model loads
+        read_image(path)
+    model = model_from_args(args)
+    if not args.json:
+        print(model_line(model))
+    for path in args.images:
+        scores = model.classify(read_image(path))
+        top = model.top(scores, args.top_k)
+        index = {label: i for i, label in enumerate(model.labels)}
+        if args.json:
+            print(json.dumps({
+                "image": path,
+                "model": model.name,
+                "backend": model.backend,
+                "xnnpack_partitions": model.partitions,
+                "threads": model.threads,
+                "invoke_ms": round(model.invoke_ms, 3),
+                "top": [
+                    {"rank": r + 1, "index": index[lb], "label": lb, "score": round(s, 6)}
+                    for r, (lb, s) in enumerate(top)
+                ],
+            }), flush=True)
+        else:
+            print(f"\n{path}  (invoke {model.invoke_ms:.1f} ms)")
+            for r, (label, score) in enumerate(top, 1):
+                print(f"  {r:>2}  {score:6.3f}  {label}")
+    return 0
+
+
+def _models_setup(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", required=True)
+    sub.add_parser("list", help="known models and whether they are installed")
+    f = sub.add_parser("fetch", help="download a model (verified by sha256) into the model dir")
+    f.add_argument("name", nargs="?", default=None, help="model name (default: the default model)")
+    f.add_argument("--from", dest="source", metavar="DIR", help="install from a local folder")
+    f.add_argument("--dir", help="model directory (default: EDGE_MODEL_DIR or /var/lib/edge)")
+
+
+@command("models", "list known models, fetch one", _models_setup)
+def cmd_models(args: argparse.Namespace) -> int:
+    from edge import catalog
+
+    if args.action == "list":
+        print(f"model directory: {catalog.model_dir()}")
+        for m in catalog.CATALOG.values():
+            mark = "installed" if catalog.installed(m.name) else "-"
+            default = " (default)" if m.name == catalog.DEFAULT_MODEL else ""
+            print(f"  {m.name:<20} {mark:<10} {m.description}{default}")
+        return 0
+    name = args.name or catalog.DEFAULT_MODEL
+    path = catalog.fetch(
+        name,
+        Path(args.source) if args.source else None,
+        Path(args.dir) if args.dir else None,
+    )
+    print(f"{name}: {path} (sha256 verified)")
+    return 0
+
+
+def _config_setup(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", required=True)
+    v = sub.add_parser("validate", help="check a config file (exit 0 if valid, 2 if not)")
+    v.add_argument("file", help="the YAML config file")
+    v.add_argument("--no-model", action="store_true", help="skip checking labels against the model")
+    s = sub.add_parser("show", help="print the effective config with defaults (secrets masked)")
+    s.add_argument("file", nargs="?", help="config file (default /etc/edge/edge.yaml)")
+    sub.add_parser("schema", help="print the JSON Schema (for editor completion)")
+
+
+def validate_file(path: str, check_model: bool = True):
+    """Load a config and, when its model is at hand, check its label names against it."""
+    from edge import catalog, config
+
+    cfg = config.load(path)
+    if check_model:
+        try:
+            model_path = catalog.resolve(cfg.model.path)
+            labels_file = cfg.model.labels or catalog.labels_for(cfg.model.path)
+            labels = _labels_only(model_path, labels_file)
+        except EdgeError as e:
+            log.warning("labels not checked: %s", e)
+            return cfg
+        config.check_labels(cfg, labels, path)
+    return cfg
+
+
+def _labels_only(model_path: Path, labels_file) -> list[str]:
+    from edge.metadata import read_metadata
+    from edge.model import check_model_file, load_labels, select_backend
+
+    buf = check_model_file(Path(model_path))
+    _, mod, _, _ = select_backend("auto")
+    interp = mod.Interpreter(model_path=str(model_path))
+    n_out = 1
+    for d in interp.get_output_details()[0]["shape"]:
+        n_out *= int(d)
+    lf = Path(labels_file) if labels_file else None
+    return load_labels(lf, buf, read_metadata(buf), n_out, Path(model_path))
+
+
+@command("config", "validate a config, show the effective one, print the schema", _config_setup)
+def cmd_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    from edge import config
+
+    if args.action == "validate":
+        validate_file(args.file, check_model=not args.no_model)
+        print(f"{args.file}: valid")
+    elif args.action == "show":
+        cfg = config.load(args.file)
+        print(yaml.safe_dump(config.masked(cfg), sort_keys=False), end="")
+    else:
+        print(json.dumps(config.config_model().model_json_schema(), indent=2))
+    return 0
+
+
+def _run_setup(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", help="config file (default /etc/edge/edge.yaml if present)")
+    p.add_argument("--source", "-s", help="camera index, /dev/videoN, URL, video, image folder")
+    p.add_argument("--model", "-m", help="model file or name (overrides the config)")
+    p.add_argument("--max-frames", type=int, help="stop after classifying N frames")
+    p.add_argument("--duration", type=float, help="stop after S seconds")
+    p.add_argument("--no-drop", action="store_true",
+                   help="classify every frame of a file or video, in order (offline evaluation)")
+    p.add_argument("--json", action="store_true", help="print every result as a JSON line")
+    p.add_argument("--demo", action="store_true",
+                   help="run on a demo clip made from the test photos (no camera needed)")
+
+
+@command("run", "classify the camera (or a stream, video, folder) continuously", _run_setup)
+def cmd_run(args: argparse.Namespace) -> int:
+    from edge.pipeline import run_from_args
+
+    return run_from_args(args)
+
+
+@command("version", "print the version and the installed backends")
+def cmd_version(args: argparse.Namespace) -> int:
+    from edge.model import BACKENDS, _import_backend
+
+    print(f"edge {__version__}")
+    for name in BACKENDS:
+        try:
+            _, human, version = _import_backend(name)
+            print(f"  {human} {version}")
+        except ImportError:
+            pass
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge", description="Always-on camera classification for Raspberry Pi."
+    )
+    parser.add_argument("--version", action="version", version=f"edge {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show informational logs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (help_text, setup, run) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        setup(p)
+        p.set_defaults(func=run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.DEBUG if args.debug else logging.INFO if (
+        args.verbose or args.command == "run"
+    ) else logging.WARNING
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
+    try:
+        return args.func(args)
+    except EdgeError as e:
+        if args.debug:
+            raise
+        for line in str(e).splitlines():
+            print(f"edge: error: {line}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,460 @@
+"""The configuration schema: the single source of truth for every option.
+
+Each option's type, default, allowed values and help text live in the pydantic models below
+(post-processing stages and sinks bring their own `Params` models through their registries).
+Validation, `edge config show/schema`, the docs and `--help` all read from here. Errors point
+at the file, line and column, the key path, what was given and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import socket
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from edge import labels as labelmatch
+from edge.errors import ConfigError
+
+DEFAULT_PATH = Path("/etc/edge/edge.yaml")
+
+
+class Strict(BaseModel):
+    """A config section: unknown keys are errors, with a 'did you mean'."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            allowed = list(cls.model_fields)
+            for key in data:
+                if key not in allowed:
+                    close = difflib.get_close_matches(str(key), allowed, n=1)
+                    hint = f"; did you mean {close[0]!r}?" if close else ""
+                    raise PydanticCustomError(
+                        "unknown_key",
+                        "unknown key {key!r}{hint} (allowed: {allowed})",
+                        {"key": key, "hint": hint, "allowed": ", ".join(allowed)},
+                    )
+        return data
+
+
+class SourceConfig(Strict):
+    kind: Literal["auto", "picamera2", "opencv", "files"] = Field(
+        "auto",
+        description="auto: the Pi camera if present, else /dev/video0; opencv: USB camera, "
+        "stream or video file; files: an image, folder or glob",
+    )
+    device: int | str = Field(
+        0,
+        description="opencv: camera index, /dev/videoN, rtsp:// or http:// URL, or a video "
+        "file; picamera2: camera number",
+    )
+    path: str | None = Field(None, description="files: an image, a folder or a glob")
+    width: int = Field(640, ge=16, le=8192, description="capture width in pixels")
+    height: int = Field(480, ge=16, le=8192, description="capture height in pixels")
+    fps: float = Field(30.0, gt=0, le=240, description="requested camera frame rate")
+    fourcc: str = Field("MJPG", min_length=4, max_length=4, description="USB camera format")
+    loop: bool = Field(False, description="files and video files: start again at the end")
+    lores_format: Literal["auto", "YUV420", "RGB888"] = Field(
+        "auto",
+        description="picamera2 low-res stream format; auto: YUV420 on a Pi 4 (VC4 needs it), "
+        "RGB888 on a Pi 5",
+    )
+    stall_timeout_s: float = Field(
+        5.0, gt=0, le=3600, description="no frame for this long counts as a stall: reconnect"
+    )
+    stale_frames: int = Field(
+        50,
+        ge=0,
+        description="this many byte-identical frames in a row count as a stall (an unplugged "
+        "USB camera keeps returning its last frame); 0 turns the check off",
+    )
+    backoff_initial_s: float = Field(0.5, gt=0, description="first reconnect delay")
+    backoff_max_s: float = Field(30.0, gt=0, description="reconnect delay cap (doubles up to it)")
+
+
+class ModelConfig(Strict):
+    path: str = Field(
+        "mobilenet_v2_int8",
+        description="a .tflite file, or a name from `edge models list` (looked up in the "
+        "model directory)",
+    )
+    labels: str | None = Field(
+        None, description="labels file; null: the labels embedded in the model's metadata"
+    )
+    backend: Literal["auto", "litert", "tflite-runtime", "tensorflow"] = Field(
+        "auto", description="auto tries ai-edge-litert, then tflite-runtime, then tensorflow"
+    )
+    threads: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = Field(
+        "auto",
+        description="interpreter threads; auto times 1..min(4, cores) once and caches the "
+        "fastest per model and CPU",
+    )
+    resize: Literal["linear", "area", "crop"] = Field(
+        "linear",
+        description="linear: bilinear resize of the whole frame (bit-identical on x86 and ARM); "
+        "area: area averaging; crop: centre crop to the model's aspect, then linear",
+    )
+    xnnpack: bool = Field(True, description="use the XNNPACK delegate (fast int8 kernels)")
+
+
+class InferenceConfig(Strict):
+    max_fps: float = Field(
+        0.0, ge=0, description="cap on classifications per second; 0: as fast as frames come"
+    )
+
+
+class RoiConfig(Strict):
+    name: str = Field(..., min_length=1, description="names the region in results and events")
+    box: tuple[float, float, float, float] = Field(
+        ..., description="x0, y0, x1, y1 as fractions of the frame (0..1)"
+    )
+
+    @field_validator("box")
+    @classmethod
+    def _box_in_frame(cls, v: tuple[float, float, float, float]):
+        x0, y0, x1, y1 = v
+        if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
+            raise ValueError("box must satisfy 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1")
+        return v
+
+
+class WebConfig(Strict):
+    enabled: bool = Field(True, description="serve the status page, /metrics and /healthz")
+    bind: str = Field(
+        "127.0.0.1:8080",
+        pattern=r"^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$",
+        description="HOST:PORT; any address other than loopback requires a token",
+    )
+    token: str | None = Field(None, description="access token (prefer token_file or ${ENV})")
+    token_file: str | None = Field(None, description="file holding the access token")
+    preview_fps: float = Field(5.0, gt=0, le=30, description="MJPEG preview rate per viewer")
+
+
+class ServiceConfig(Strict):
+    status_every_s: float = Field(5.0, gt=0, description="systemd STATUS= update period")
+    stats_every_s: float = Field(60.0, ge=0, description="stats line in the log; 0: never")
+    watch_config: bool = Field(False, description="reload when the config file changes")
+    pidfile: str | None = Field(
+        None, description="pid file for `edge reload`; default $RUNTIME_DIRECTORY/edge.pid"
+    )
+
+
+def _single_key(value: Any) -> str | None:
+    """Discriminator of `- name: {params}` list items: the one key of the mapping."""
+    if isinstance(value, dict) and len(value) == 1:
+        return str(next(iter(value)))
+    if isinstance(value, BaseModel):
+        return next(iter(type(value).model_fields))
+    return None
+
+
+def spec_union(registry) -> Any:
+    """`- name: params` items for every class registered, as a tagged union."""
+    members = []
+    for name, cls in registry.items():
+        params = cls.Params
+        spec = create_model(
+            f"{cls.__name__}Spec",
+            __base__=Strict,
+            __doc__=(cls.__doc__ or "").strip().split("\n")[0],
+            **{name: (params, Field(description=(cls.__doc__ or "").strip().split("\n")[0]))},
+        )
+        if isinstance(params, type) and issubclass(params, BaseModel):
+            spec = create_model(
+                spec.__name__,
+                __base__=spec,
+                __validators__={"_none_is_empty": model_validator(mode="before")(_none_to_empty)},
+            )
+        members.append(Annotated[spec, Tag(name)])
+    if not members:
+        return dict[str, Any]
+    return Annotated[Union[tuple(members)], Discriminator(_single_key)]  # noqa: UP007
+
+
+def _none_to_empty(cls, data: Any) -> Any:
+    """`- smooth:` with nothing after it means the stage's defaults."""
+    if isinstance(data, dict) and len(data) == 1:
+        (key, value), = data.items()
+        if value is None:
+            return {key: {}}
+    return data
+
+
+def spec_items(specs: list) -> list[tuple[str, Any]]:
+    """(name, params) pairs of a validated postprocess/outputs list."""
+    out = []
+    for s in specs:
+        name = next(iter(type(s).model_fields))
+        out.append((name, getattr(s, name)))
+    return out
+
+
+def _build_config_model():
+    from edge.postprocess import STAGES
+    from edge.sinks import SINKS
+
+    stage = spec_union(STAGES)
+    sink = spec_union(SINKS)
+    return create_model(
+        "Config",
+        __base__=Strict,
+        __doc__="edge configuration (YAML)",
+        device=(
+            str,
+            Field(
+                default_factory=socket.gethostname,
+                min_length=1,
+                description="names this device in events and MQTT topics (default: hostname)",
+            ),
+        ),
+        source=(SourceConfig, Field(default_factory=SourceConfig, description="the camera")),
+        model=(ModelConfig, Field(default_factory=ModelConfig, description="the classifier")),
+        inference=(InferenceConfig, Field(default_factory=InferenceConfig)),
+        rois=(
+            list[RoiConfig],
+            Field(default_factory=list, description="named regions, each classified on its own"),
+        ),
+        postprocess=(
+            list[stage],
+            Field(default_factory=list, description="stages applied to the scores, in order"),
+        ),
+        outputs=(
+            list[sink],
+            Field(default_factory=list, description="where results and events go"),
+        ),
+        web=(WebConfig, Field(default_factory=WebConfig, description="status page and metrics")),
+        service=(ServiceConfig, Field(default_factory=ServiceConfig, description="systemd")),
+    )
+
+
+_MODEL = None
+
+
+def config_model():
+    """The Config model class (built once, after every stage and sink has registered)."""
+    global _MODEL
+    if _MODEL is None:
+        _MODEL = _build_config_model()
+    return _MODEL
+
+
+# ---------------------------------------------------------------- loading with positions
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _positions(node, path=(), out=None) -> dict[tuple, tuple[int, int]]:
+    """Map each key path to the 1-based (line, column) of its value in the YAML text."""
+    out = {} if out is None else out
+    out.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            key = k.value
+            out[(*path, key)] = (k.start_mark.line + 1, k.start_mark.column + 1)
+            _positions(v, (*path, key), out)
+            out[(*path, key)] = (k.start_mark.line + 1, k.start_mark.column + 1)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            _positions(v, (*path, i), out)
+    return out
+
+
+def _interpolate(value: Any, where: str, path: tuple = ()) -> Any:
+    """${VAR} and ${VAR:-default} in strings, so secrets need not sit in the file."""
+    if isinstance(value, dict):
+        return {k: _interpolate(v, where, (*path, k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, where, (*path, i)) for i, v in enumerate(value)]
+    if isinstance(value, str) and "${" in value:
+
+        def sub(m: re.Match) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            raise ConfigError(
+                f"{where}: {_dotted(path)}: environment variable {name} is not set "
+                f"(set it, or write ${{{name}:-default}})"
+            )
+
+        return _ENV.sub(sub, value)
+    return value
+
+
+def _dotted(loc: tuple) -> str:
+    s = ""
+    for part in loc:
+        s += f"[{part}]" if isinstance(part, int) else (f".{part}" if s else str(part))
+    return s or "(top level)"
+
+
+def _data_path(data: Any, loc: tuple) -> tuple:
+    """The part of a pydantic error location that exists in the data (drops union tags)."""
+    path: list = []
+    cur = data
+    for part in loc:
+        in_dict = isinstance(cur, dict) and part in cur
+        in_list = isinstance(cur, list) and isinstance(part, int) and part < len(cur)
+        if in_dict or in_list:
+            cur = cur[part]
+            path.append(part)
+    return tuple(path)
+
+
+def _given(data: Any, path: tuple) -> Any:
+    cur = data
+    for part in path:
+        cur = cur[part]
+    return cur
+
+
+def _explain(err: dict, data: Any, registries: dict) -> tuple[tuple, str]:
+    path = _data_path(data, err["loc"])
+    ctx = err.get("ctx") or {}
+    kind = err["type"]
+    if kind == "unknown_key":
+        path = (*path, ctx["key"])
+        return path, f"unknown key{ctx['hint']} (allowed: {ctx['allowed']})"
+    if kind == "union_tag_invalid" or kind == "union_tag_not_found":
+        section = path[0] if path else ""
+        names = list(registries.get(section, {}))
+        given = _single_key(_given(data, path)) if path else None
+        what = "stage" if section == "postprocess" else "output"
+        if given is None:
+            return path, f"each item is one `{what}_name: {{options}}` mapping; {what}s: " + (
+                ", ".join(names)
+            )
+        close = difflib.get_close_matches(given, names, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return (*path, given), f"unknown {what} {given!r}{hint} (known: {', '.join(names)})"
+    msg = err["msg"]
+    if kind == "literal_error" and "expected" in ctx:
+        msg = f"must be one of {ctx['expected']}"
+    if path and kind != "missing":
+        given = _given(data, path)
+        if not isinstance(given, (dict, list)):
+            msg += f" (given: {given!r})"
+    if kind == "missing":
+        path = (*path, err["loc"][-1]) if err["loc"] else path
+    return path, msg
+
+
+def _format_errors(e: ValidationError, data: Any, where: str, pos: dict) -> str:
+    from edge.postprocess import STAGES
+    from edge.sinks import SINKS
+
+    registries = {"postprocess": STAGES, "outputs": SINKS}
+    lines = []
+    for err in e.errors(include_url=False):
+        path, msg = _explain(err, data, registries)
+        p = path
+        while p not in pos and p:
+            p = p[:-1]
+        line, col = pos.get(p, (1, 1))
+        lines.append(f"{where}:{line}:{col}: {_dotted(path)}: {msg}")
+    return "\n".join(dict.fromkeys(lines))
+
+
+def parse(text: str, where: str = "<config>"):
+    """Validate YAML text into a Config; raises ConfigError naming file:line:col and key."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"{where}{at}: not valid YAML: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}:1:1: the top level must be a mapping of options (key: value)")
+    pos = _positions(node) if node is not None else {}
+    data = _interpolate(data, where)
+    try:
+        return config_model().model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, data, where, pos)) from None
+
+
+def load(path: str | Path | None) -> Any:
+    """Load a config file (a missing default file means all defaults)."""
+    p = Path(path) if path else DEFAULT_PATH
+    if path is None and not p.exists():
+        return parse("", "<defaults>")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: cannot read config ({e})") from None
+    cfg = parse(text, str(p))
+    cfg.__dict__["_path"] = str(p)
+    return cfg
+
+
+def read_secret(value: str | None, file: str | None, what: str) -> str | None:
+    """A secret given inline (or by ${ENV}) or in a file of its own."""
+    if file:
+        try:
+            return Path(file).read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise ConfigError(f"{what}: cannot read {file} ({e.strerror})") from None
+    return value
+
+
+def check_labels(cfg, labels: list[str], where: str = "<config>") -> None:
+    """Every label named in the chain must name a model label (or a group defined before it)."""
+    from edge.postprocess import STAGES
+
+    known = list(labels)
+    problems = []
+    for i, (name, params) in enumerate(spec_items(cfg.postprocess)):
+        stage = STAGES[name]
+        for loc, label in stage.labels_in(params):
+            if not labelmatch.resolve(label, known):
+                close = labelmatch.suggest(label, known)
+                hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+                path = _dotted(("postprocess", i, name, *loc))
+                problems.append(f"{where}: {path}: {label!r} is not a label of the model{hint}")
+        known = stage.labels_out(params, known)
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+def masked(cfg) -> dict:
+    """The effective config as plain data with secrets replaced by '***'."""
+    data = cfg.model_dump(mode="json")
+
+    def walk(x):
+        if isinstance(x, dict):
+            return {
+                k: ("***" if v and re.search(r"password$|token$|secret", k) else walk(v))
+                for k, v in x.items()
+            }
+        if isinstance(x, list):
+            return [walk(v) for v in x]
+        return x
+
+    return walk(data)

@@ -1,0 +1,50 @@
+"""Demo and test clips made from still photos, so nothing has to be downloaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+DEMO_IMAGES = ("cat.bmp", "bird.bmp", "grace_hopper.bmp", "parrot.jpg", "sunflower.bmp", "owl.jpg")
+
+
+def fit(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Letterbox `img` (BGR) into size=(w, h) keeping its aspect."""
+    w, h = size
+    s = min(w / img.shape[1], h / img.shape[0])
+    nw, nh = max(1, round(img.shape[1] * s)), max(1, round(img.shape[0] * s))
+    out = np.zeros((h, w, 3), np.uint8)
+    x0, y0 = (w - nw) // 2, (h - nh) // 2
+    out[y0 : y0 + nh, x0 : x0 + nw] = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA)
+    return out
+
+
+def make_clip(
+    out: Path,
+    image_dir: Path,
+    names: tuple[str, ...] = DEMO_IMAGES,
+    frames_per_image: int = 30,
+    size: tuple[int, int] = (640, 480),
+    fps: float = 30.0,
+    pan: bool = False,
+) -> Path:
+    """Write an MJPG .avi cutting between the stills (with a slow pan when `pan`)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    if not writer.isOpened():
+        raise RuntimeError(f"cannot write video {out}")
+    try:
+        for name in names:
+            img = cv2.imread(str(Path(image_dir) / name))
+            if img is None:
+                raise FileNotFoundError(f"{Path(image_dir) / name}: not a readable image")
+            base = fit(img, size)
+            for i in range(frames_per_image):
+                frame = np.roll(base, i * 2, axis=1) if pan else base
+                writer.write(frame)
+    finally:
+        writer.release()
+    return out

@@ -1,0 +1,55 @@
+"""The one JSON shape every output gets: per-frame results and state-change events."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import asdict, dataclass, field
+
+EVENT_TYPES = ("enter", "exit", "status")
+
+
+def iso_time(ts: float) -> str:
+    """ISO-8601 UTC with milliseconds and a Z, e.g. 2026-11-28T22:10:00.123Z."""
+    t = _dt.datetime.fromtimestamp(ts, tz=_dt.timezone.utc)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+@dataclass(slots=True)
+class Event:
+    type: str  # enter | exit | status
+    label: str
+    score: float
+    roi: str | None
+    seq: int
+    ts: float  # wall clock (time.time()) of the frame that caused it
+    device: str = ""
+    model: str = ""
+    snapshot: str | None = None
+    clip: str | None = None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["ts"] = iso_time(self.ts)
+        d["score"] = round(float(self.score), 4)
+        return d
+
+
+@dataclass(slots=True)
+class Result:
+    """What the chain says about one frame (per ROI): the current top labels and active set."""
+
+    seq: int
+    ts: float
+    roi: str | None
+    top: list[tuple[str, float]]  # (label, score) best first, after the post-processing chain
+    active: list[str] = field(default_factory=list)  # labels currently "in" (hysteresis)
+    scores: dict[str, float] = field(default_factory=dict)  # watched labels' scores (web bars)
+
+    def to_dict(self) -> dict:
+        return {
+            "seq": self.seq,
+            "ts": iso_time(self.ts),
+            "roi": self.roi,
+            "top": [{"label": lb, "score": round(float(s), 4)} for lb, s in self.top],
+            "active": list(self.active),
+        }

@@ -1,0 +1,452 @@
+"""The inference engine: backend choice, XNNPACK check, thread tuning, pre- and post-processing.
+
+Everything per frame writes into buffers made once at load: the resized image goes into a
+scratch array, and a 256-entry lookup table maps its pixels straight into the interpreter's
+input tensor (any affine normalization of uint8 pixels is a LUT), so a frame costs one resize,
+one LUT pass, one invoke and one small dequantize.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge.errors import ModelError
+from edge.metadata import Metadata, embedded_files, read_metadata
+
+log = logging.getLogger(__name__)
+
+BACKENDS = {  # config name -> (module, human name), in `auto` order
+    "litert": ("ai_edge_litert.interpreter", "ai-edge-litert"),
+    "tflite-runtime": ("tflite_runtime.interpreter", "tflite-runtime"),
+    "tensorflow": ("tensorflow.lite", "tensorflow"),
+}
+RESIZE_MODES = ("linear", "area", "crop")
+XNNPACK_WARNING = (
+    "{backend} {version} left the quantized model off XNNPACK (0 delegate partitions): its "
+    "default XNNPACK options do not enable 8-bit ops, so the reference kernels run it, about "
+    "20x slower. Fix: pip install ai-edge-litert (the maintained LiteRT runtime)."
+)
+
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1, normalized to the frame
+
+
+def _import_backend(name: str):
+    module, human = BACKENDS[name]
+    mod = importlib.import_module(module)
+    pkg = importlib.import_module(module.split(".")[0])
+    version = getattr(pkg, "__version__", None)
+    if version is None:
+        from importlib.metadata import PackageNotFoundError
+        from importlib.metadata import version as dist_version
+
+        try:
+            version = dist_version(human)
+        except PackageNotFoundError:
+            version = "?"
+    return mod, human, version
+
+
+def select_backend(name: str = "auto"):
+    """Import the interpreter module: the named backend, or the first one installed."""
+    if name != "auto":
+        if name not in BACKENDS:
+            raise ModelError(f"unknown backend {name!r}: use auto, {', '.join(BACKENDS)}")
+        try:
+            return (name, *_import_backend(name))
+        except ImportError as e:
+            raise ModelError(
+                f"backend {name!r} is not installed ({e}); pip install {BACKENDS[name][1]}"
+            ) from None
+    for candidate in BACKENDS:
+        try:
+            return (candidate, *_import_backend(candidate))
+        except ImportError:
+            continue
+    raise ModelError("no TFLite runtime installed: pip install ai-edge-litert")
+
+
+def parse_labels(text: str) -> list[str]:
+    """Labels in any common format: `0 cat`, `0: cat`, or one label per line."""
+    lines = [ln.strip() for ln in text.splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    indexed = re.compile(r"^(\d+)\s*[:\s]\s*(.+)$")
+    matches = [indexed.match(ln) for ln in lines if ln]
+    if lines and all(matches) and len(matches) == len(lines):
+        labels: dict[int, str] = {int(m.group(1)): m.group(2).strip() for m in matches}
+        n = max(labels) + 1
+        return [labels.get(i, f"class_{i}") for i in range(n)]
+    return lines
+
+
+def fit_labels(labels: list[str], n_out: int, source: str) -> list[str]:
+    """Align labels with the output size, allowing for a background class either way."""
+    if len(labels) == n_out:
+        return labels
+    if len(labels) == n_out - 1:
+        return ["background", *labels]
+    if len(labels) == n_out + 1 and labels[0].lower() in ("background", "???", "unknown"):
+        return labels[1:]
+    raise ModelError(
+        f"{source}: {len(labels)} labels do not fit the model's {n_out} outputs "
+        f"(expected {n_out}, or {n_out - 1} without a background class)"
+    )
+
+
+def input_lut(dtype: np.dtype, quant: tuple[float, int], mean: float, std: float) -> np.ndarray:
+    """The 256-entry table mapping a uint8 pixel to the model's input value."""
+    real = (np.arange(256, dtype=np.float64) - mean) / std
+    if dtype == np.float32:
+        return real.astype(np.float32)
+    scale, zero = quant
+    info = np.iinfo(dtype)
+    q = np.floor(real / scale + zero + 0.5) if scale else np.arange(256) + info.min
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def crop_box(shape: tuple[int, ...], box: Box | None, aspect: float | None) -> tuple[slice, slice]:
+    """Pixel slices of a normalized box, optionally centre-cropped to `aspect` (w/h)."""
+    h, w = shape[:2]
+    x0, y0, x1, y1 = box or (0.0, 0.0, 1.0, 1.0)
+    px0, py0 = int(round(x0 * w)), int(round(y0 * h))
+    px1, py1 = max(px0 + 1, int(round(x1 * w))), max(py0 + 1, int(round(y1 * h)))
+    if aspect:
+        bw, bh = px1 - px0, py1 - py0
+        if bw / bh > aspect:
+            nw = max(1, int(round(bh * aspect)))
+            px0 += (bw - nw) // 2
+            px1 = px0 + nw
+        else:
+            nh = max(1, int(round(bw / aspect)))
+            py0 += (bh - nh) // 2
+            py1 = py0 + nh
+    return slice(py0, py1), slice(px0, px1)
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def cpu_id() -> str:
+    """CPU model and core count: the key under which a thread choice stays valid."""
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key = line.split(":")[0].strip().lower()
+            if key in ("model name", "hardware", "cpu part") and not model:
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return f"{model or os.uname().machine}/{os.cpu_count()}"
+
+
+def cache_dir() -> Path:
+    """Where the thread choice is cached: the service's cache, else the user's."""
+    base = os.environ.get("EDGE_CACHE_DIR") or os.environ.get("CACHE_DIRECTORY")
+    if base:
+        return Path(base.split(":")[0])
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "edge"
+
+
+@dataclass
+class Model:
+    """A loaded model, ready to classify RGB frames."""
+
+    path: Path
+    backend: str
+    backend_version: str
+    threads: int
+    labels: list[str]
+    metadata: Metadata
+    digest: str
+    resize: str = "linear"
+    xnnpack: bool = True
+    partitions: int | None = None
+    interpreter: object = field(repr=False, default=None)
+    invoke_ms: float = 0.0  # duration of the last invoke
+
+    def __post_init__(self) -> None:
+        inp = self.interpreter.get_input_details()[0]
+        out = self.interpreter.get_output_details()[0]
+        shape = tuple(int(x) for x in inp["shape"])
+        if len(shape) != 4 or shape[0] != 1 or shape[3] != 3:
+            raise ModelError(
+                f"{self.path}: input shape {list(shape)} is not NHWC with 3 channels "
+                "(an image classifier takes 1xHxWx3)"
+            )
+        dtype = np.dtype(inp["dtype"])
+        if dtype not in (np.uint8, np.int8, np.float32):
+            raise ModelError(f"{self.path}: input type {dtype} unsupported (uint8, int8, float32)")
+        self.input_index, self.output_index = inp["index"], out["index"]
+        self.input_dtype = dtype
+        self.input_size = (shape[2], shape[1])  # (w, h)
+        self.input_quant = tuple(inp["quantization"])
+        self.mean, self.std = self._normalization()
+        self.lut = input_lut(dtype, self.input_quant, self.mean, self.std)
+        self.scratch = np.empty((shape[1], shape[2], 3), np.uint8)
+        self.output_quant = tuple(out["quantization"])
+        self.output_size = int(np.prod(out["shape"]))
+        self.ends_in_softmax = self._ends_in_softmax()
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    def _normalization(self) -> tuple[float, float]:
+        md = self.metadata
+        if md.mean and md.std:
+            return float(np.mean(md.mean)), float(np.mean(md.std))
+        if self.input_dtype == np.float32:
+            log.info("%s: no normalization in metadata, assuming [-1, 1] input", self.path.name)
+            return 127.5, 127.5
+        # Quantized input without metadata: raw pixels are the calibrated range, so choose the
+        # normalization that maps pixel p to the quantized value p (uint8) or p - 128 (int8).
+        scale, zero = self.input_quant
+        if not scale:
+            return 0.0, 1.0
+        return float(zero - np.iinfo(self.input_dtype).min), 1.0 / scale
+
+    def _ends_in_softmax(self) -> bool:
+        """Whether the output comes from SOFTMAX, looking through (de)quantize and reshape."""
+        try:
+            ops = self.interpreter._get_ops_details()
+        except AttributeError:
+            return True
+        producer = {int(o): op for op in ops if op["op_name"] != "DELEGATE" for o in op["outputs"]}
+        tensor = self.output_index
+        while (op := producer.get(tensor)) is not None:
+            if op["op_name"] == "SOFTMAX":
+                return True
+            if op["op_name"] not in ("QUANTIZE", "DEQUANTIZE", "RESHAPE") or not len(op["inputs"]):
+                return False
+            tensor = int(op["inputs"][0])
+        return False
+
+    @property
+    def info(self) -> dict:
+        return {
+            "model": self.name,
+            "path": str(self.path),
+            "digest": self.digest,
+            "backend": self.backend,
+            "backend_version": self.backend_version,
+            "xnnpack": self.xnnpack,
+            "xnnpack_partitions": self.partitions,
+            "threads": self.threads,
+            "input": {
+                "shape": [1, self.input_size[1], self.input_size[0], 3],
+                "dtype": self.input_dtype.name,
+                "quantization": list(self.input_quant),
+                "mean": self.mean,
+                "std": self.std,
+            },
+            "outputs": self.output_size,
+            "labels": len(self.labels),
+            "resize": self.resize,
+        }
+
+    def preprocess(self, rgb: np.ndarray, roi: Box | None = None) -> None:
+        """Resize (and crop) `rgb` into the scratch buffer, then LUT it into the input tensor."""
+        aspect = self.input_size[0] / self.input_size[1] if self.resize == "crop" else None
+        ys, xs = crop_box(rgb.shape, roi, aspect)
+        src = rgb[ys, xs]
+        interp = cv2.INTER_AREA if self.resize == "area" else cv2.INTER_LINEAR
+        cv2.resize(src, self.input_size, dst=self.scratch, interpolation=interp)
+        view = self.interpreter.tensor(self.input_index)()
+        cv2.LUT(self.scratch, self.lut, dst=view[0])
+        del view  # the interpreter refuses to invoke while a view of its memory is alive
+
+    def invoke(self) -> None:
+        t0 = time.perf_counter()
+        try:
+            self.interpreter.invoke()
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[0]
+            raise ModelError(f"{self.path}: invoke failed: {first}") from None
+        self.invoke_ms = (time.perf_counter() - t0) * 1000
+
+    def scores(self) -> np.ndarray:
+        """Dequantized class probabilities (softmax applied only if the graph lacks one)."""
+        raw = self.interpreter.get_tensor(self.output_index).reshape(-1)
+        scale, zero = self.output_quant
+        x = (raw.astype(np.float32) - zero) * scale if scale else raw.astype(np.float32)
+        if not self.ends_in_softmax:
+            e = np.exp(x - x.max())
+            x = e / e.sum()
+        return x
+
+    def classify(self, rgb: np.ndarray, roi: Box | None = None) -> np.ndarray:
+        self.preprocess(rgb, roi)
+        self.invoke()
+        return self.scores()
+
+    def top(self, scores: np.ndarray, k: int = 5) -> list[tuple[str, float]]:
+        idx = np.argsort(-scores, kind="stable")[:k]
+        return [(self.labels[i], float(scores[i])) for i in idx]
+
+
+def _make_interpreter(mod, human: str, path: Path, threads: int, xnnpack: bool):
+    kwargs: dict = {"model_path": str(path), "num_threads": threads}
+    if not xnnpack:
+        resolver = mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        kwargs["experimental_op_resolver_type"] = resolver
+    try:
+        interp = mod.Interpreter(**kwargs)
+        interp.allocate_tensors()
+    except (ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(f"{path}: {human} cannot load the model ({first})") from None
+    return interp
+
+
+def delegate_partitions(interp) -> int | None:
+    """How many subgraphs a delegate took: DELEGATE nodes in the execution plan."""
+    try:
+        return sum(op["op_name"] == "DELEGATE" for op in interp._get_ops_details())
+    except (AttributeError, RuntimeError, ValueError):
+        return None
+
+
+def _is_quantized(interp) -> bool:
+    try:
+        return any(
+            np.dtype(t["dtype"]) in (np.int8, np.uint8) and t["quantization"][0]
+            for t in interp.get_tensor_details()
+        )
+    except (ValueError, RuntimeError):
+        return False
+
+
+def _time_invokes(interp, budget_s: float, n: int = 8) -> float:
+    """Median invoke time in ms over up to `n` invokes within `budget_s`."""
+    times: list[float] = []
+    end = time.perf_counter() + budget_s
+    while len(times) < n and (not times or time.perf_counter() < end):
+        t0 = time.perf_counter()
+        interp.invoke()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)) * 1000
+
+
+def tune_threads(mod, human, version, path, digest, xnnpack, budget_s: float = 1.0) -> int:
+    """Fastest thread count in 1..min(4, cores), cached per model digest, CPU and backend."""
+    key = f"{digest}:{cpu_id()}:{human}-{version}:{'xnn' if xnnpack else 'ref'}"
+    cache = cache_dir() / "threads.json"
+    try:
+        known = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if isinstance(known.get(key), int):
+        return known[key]
+    candidates = list(range(1, min(4, os.cpu_count() or 1) + 1))
+    timings = {}
+    for n in candidates:
+        interp = _make_interpreter(mod, human, path, n, xnnpack)
+        interp.invoke()  # warm-up: the first invoke packs weights
+        timings[n] = _time_invokes(interp, budget_s / len(candidates))
+    best = min(timings, key=timings.get)
+    log.info("threads auto: %s -> %d", {k: round(v, 2) for k, v in timings.items()}, best)
+    known[key] = best
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp")
+        tmp.write_text(json.dumps(known, indent=1))
+        os.replace(tmp, cache)
+    except OSError as e:
+        log.debug("cannot cache thread choice in %s: %s", cache, e)
+    return best
+
+
+def check_model_file(path: Path) -> bytes:
+    if not path.exists():
+        raise ModelError(f"{path}: model file not found (edge models fetch downloads the default)")
+    if path.is_dir():
+        raise ModelError(f"{path}: is a directory, not a .tflite model file")
+    try:
+        buf = path.read_bytes()
+    except OSError as e:
+        raise ModelError(f"{path}: cannot read model ({e.strerror})") from None
+    if len(buf) < 8 or buf[4:8] != b"TFL3":
+        raise ModelError(f"{path}: not a TFLite model (no TFL3 identifier in its header)")
+    return buf
+
+
+def load_labels(path: Path | None, buf: bytes, md: Metadata, n_out: int, model: Path) -> list[str]:
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ModelError(f"{path}: cannot read labels ({e})") from None
+        return fit_labels(parse_labels(text), n_out, str(path))
+    files = embedded_files(buf)
+    name = md.label_file if md.label_file in files else next(
+        (n for n in files if n.endswith(".txt")), None
+    )
+    if name is None:
+        log.warning("%s: no labels in the model; use --labels / model.labels", model.name)
+        return [f"class_{i}" for i in range(n_out)]
+    text = files[name].decode("utf-8", "replace")
+    return fit_labels(parse_labels(text), n_out, f"{model}:{name}")
+
+
+def load_model(
+    path: str | Path,
+    labels: str | Path | None = None,
+    backend: str = "auto",
+    threads: int | str = "auto",
+    resize: str = "linear",
+    xnnpack: bool = True,
+) -> Model:
+    """Load, verify and warm up a model; raises ModelError with a one-line cause."""
+    path = Path(path)
+    buf = check_model_file(path)
+    if resize not in RESIZE_MODES:
+        raise ModelError(f"unknown resize mode {resize!r}: use one of {', '.join(RESIZE_MODES)}")
+    name, mod, human, version = select_backend(backend)
+    digest = hashlib.sha256(buf).hexdigest()
+    if threads == "auto":
+        _make_interpreter(mod, human, path, 1, xnnpack)  # fail fast on a bad model
+        n_threads = tune_threads(mod, human, version, path, digest, xnnpack)
+    else:
+        n_threads = int(threads)
+    interp = _make_interpreter(mod, human, path, n_threads, xnnpack)
+    md = read_metadata(buf)
+    n_out = int(np.prod(interp.get_output_details()[0]["shape"]))
+    model = Model(
+        path=path,
+        backend=name,
+        backend_version=version,
+        threads=n_threads,
+        labels=load_labels(Path(labels) if labels else None, buf, md, n_out, path),
+        metadata=md,
+        digest=digest,
+        resize=resize,
+        xnnpack=xnnpack,
+        partitions=delegate_partitions(interp),
+        interpreter=interp,
+    )
+    model.invoke()  # a model whose invoke fails is refused now, not on the first frame
+    log.info(
+        "model %s: backend %s %s, %d threads, XNNPACK: %s partition%s",
+        model.name, human, version, n_threads, model.partitions,
+        "" if model.partitions == 1 else "s",
+    )
+    if xnnpack and model.partitions == 0 and _is_quantized(interp):
+        log.warning(XNNPACK_WARNING.format(backend=human, version=version))
+    return model

@@ -1,0 +1,164 @@
+"""One in-process record of how the pipeline is doing, read by logs, web, metrics and systemd.
+
+Writers (capture thread, inference loop, sinks) call small methods under one lock; readers
+take a `snapshot()` dict. Rates and percentiles come from bounded rings of recent samples.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+
+RING = 512  # samples kept for rates and percentiles
+
+
+def _rate(times: deque, now: float, window: float = 5.0) -> float:
+    recent = [t for t in times if now - t <= window]
+    if len(recent) < 2:
+        return 0.0
+    span = recent[-1] - recent[0]
+    return (len(recent) - 1) / span if span > 0 else 0.0
+
+
+def _pct(values: deque, q: float) -> float | None:
+    return float(np.percentile(np.fromiter(values, float), q)) if values else None
+
+
+def cpu_temperature() -> float | None:
+    """SoC temperature in degrees C from the first thermal zone, when there is one."""
+    try:
+        return int(Path("/sys/class/thermal/thermal_zone0/temp").read_text()) / 1000
+    except (OSError, ValueError):
+        return None
+
+
+THROTTLE_BITS = {
+    0: "under-voltage",
+    1: "arm-frequency-capped",
+    2: "throttled",
+    3: "soft-temperature-limit",
+    16: "under-voltage-occurred",
+    17: "arm-frequency-capping-occurred",
+    18: "throttling-occurred",
+    19: "soft-temperature-limit-occurred",
+}
+
+
+def throttled() -> dict | None:
+    """Raspberry Pi throttling flags from `vcgencmd get_throttled` (None off a Pi)."""
+    try:
+        out = subprocess.run(
+            ["vcgencmd", "get_throttled"], capture_output=True, text=True, timeout=2
+        ).stdout
+        value = int(out.strip().split("=")[1], 16)
+    except (OSError, subprocess.SubprocessError, IndexError, ValueError):
+        return None
+    return {"raw": value, "flags": [n for b, n in THROTTLE_BITS.items() if value >> b & 1]}
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.started = time.monotonic()
+        self.captured = 0
+        self.classified = 0
+        self.dropped = 0
+        self.reconnects = 0
+        self.source_state = "starting"
+        self.source_since = time.time()
+        self.source_error: str | None = None
+        self.last_frame_mono: float | None = None  # last frame captured
+        self.last_result_mono: float | None = None  # last frame classified
+        self.capture_times: deque[float] = deque(maxlen=RING)
+        self.classify_times: deque[float] = deque(maxlen=RING)
+        self.invoke_ms: deque[float] = deque(maxlen=RING)
+        self.latency_ms: deque[float] = deque(maxlen=RING)
+        self.cpu_s: deque[float] = deque(maxlen=RING)  # process CPU seconds per classified frame
+        self.events: dict[str, int] = {}
+        self.active: list[str] = []
+        self.extra: dict = {}  # e.g. model info, sink stats providers
+
+    def frame_captured(self, mono: float) -> None:
+        with self.lock:
+            self.captured += 1
+            self.last_frame_mono = mono
+            self.capture_times.append(mono)
+
+    def frame_dropped(self, n: int = 1) -> None:
+        with self.lock:
+            self.dropped += n
+
+    def frame_classified(self, invoke_ms: float, latency_ms: float, cpu_s: float | None = None):
+        now = time.monotonic()
+        with self.lock:
+            self.classified += 1
+            self.last_result_mono = now
+            self.classify_times.append(now)
+            self.invoke_ms.append(invoke_ms)
+            self.latency_ms.append(latency_ms)
+            if cpu_s is not None:
+                self.cpu_s.append(cpu_s)
+
+    def event(self, label: str, kind: str) -> None:
+        with self.lock:
+            key = f"{kind}:{label}"
+            self.events[key] = self.events.get(key, 0) + 1
+
+    def set_source_state(self, state: str, error: str | None = None) -> bool:
+        """Record a source state; True when it changed (so callers log once per change)."""
+        with self.lock:
+            if state == self.source_state and error == self.source_error:
+                return False
+            if state == "reconnecting" and self.source_state != "reconnecting":
+                self.reconnects += 1
+            if state != self.source_state:
+                self.source_since = time.time()
+            self.source_state, self.source_error = state, error
+            return True
+
+    def snapshot(self) -> dict:
+        now = time.monotonic()
+        with self.lock:
+            return {
+                "uptime_s": round(now - self.started, 1),
+                "frames_captured": self.captured,
+                "frames_classified": self.classified,
+                "frames_dropped": self.dropped,
+                "capture_fps": round(_rate(self.capture_times, now), 2),
+                "classify_fps": round(_rate(self.classify_times, now), 2),
+                "invoke_ms_p50": _pct(self.invoke_ms, 50),
+                "invoke_ms_p99": _pct(self.invoke_ms, 99),
+                "latency_ms_p50": _pct(self.latency_ms, 50),
+                "latency_ms_p99": _pct(self.latency_ms, 99),
+                "cpu_ms_per_frame": (
+                    round(float(np.mean(self.cpu_s)) * 1000, 3) if self.cpu_s else None
+                ),
+                "source_state": self.source_state,
+                "source_since": self.source_since,
+                "source_error": self.source_error,
+                "reconnects": self.reconnects,
+                "last_frame_age_s": (
+                    round(now - self.last_frame_mono, 3) if self.last_frame_mono else None
+                ),
+                "last_result_age_s": (
+                    round(now - self.last_result_mono, 3) if self.last_result_mono else None
+                ),
+                "events": dict(self.events),
+                "active": list(self.active),
+            }
+
+    def line(self) -> str:
+        """One log line: what an operator wants to see every minute."""
+        s = self.snapshot()
+        fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+        return (
+            f"stats: capture {s['capture_fps']:.1f} fps, classify {s['classify_fps']:.1f} fps, "
+            f"dropped {s['frames_dropped']}, invoke p50 {fmt(s['invoke_ms_p50'])} ms "
+            f"p99 {fmt(s['invoke_ms_p99'])} ms, latency p50 {fmt(s['latency_ms_p50'])} ms "
+            f"p99 {fmt(s['latency_ms_p99'])} ms, source {s['source_state']}"
+        )
