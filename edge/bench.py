@@ -2,8 +2,9 @@
 
 Each configuration loads the model through `edge.model.load_model` (so the backend choice and
 the XNNPACK switch are the ones `edge run` uses), then times bare `invoke()` calls for a fixed
-wall-clock budget. With a clip, it also times the sequential decode -> preprocess -> invoke
-loop, which is the ceiling the threaded pipeline can reach. The JSON schema is in docs/models.md.
+wall-clock budget. With a clip, it also runs the real pipeline (capture thread, latest-frame
+slot, post-processing) over it, and the same work in one thread for comparison. The JSON
+schema is in docs/models.md.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from edge.errors import ModelError
-from edge.model import BACKENDS, load_model, select_backend
+from edge.errors import EdgeError, ModelError
+
+BENCH_BACKENDS = ("litert", "tflite-runtime")  # tensorflow is skipped: too big to matter here
 
 SCHEMA = "edge.bench/1"
 MIN_INVOKES = 5
@@ -33,18 +35,18 @@ def parse_threads(spec: str) -> list[int]:
     try:
         values = sorted({int(x) for x in spec.split(",") if x.strip()})
     except ValueError:
-        raise ValueError(f"--threads {spec!r}: use a comma list like 1,2,4 or auto") from None
+        raise EdgeError(f"--threads {spec!r}: use a comma list like 1,2,4 or auto") from None
     if not values or values[0] < 1:
-        raise ValueError(f"--threads {spec!r}: thread counts must be >= 1")
+        raise EdgeError(f"--threads {spec!r}: thread counts must be >= 1")
     return values
 
 
 def installed_backends() -> list[str]:
-    """Backends importable here, in `auto` order (tensorflow is skipped: too big to matter)."""
+    """Backends importable here, in `auto` order."""
+    from edge.model import select_backend
+
     found = []
-    for name in BACKENDS:
-        if name == "tensorflow":
-            continue
+    for name in BENCH_BACKENDS:
         try:
             select_backend(name)
         except ModelError:
@@ -96,15 +98,19 @@ def system_info() -> dict[str, Any]:
     }
 
 
-def time_invokes(invoke: Callable[[], None], seconds: float) -> dict[str, Any]:
-    """Latency percentiles of back-to-back invokes for `seconds` (at least MIN_INVOKES)."""
+def sample_invokes(invoke: Callable[[], None], seconds: float, at_least: int) -> list[float]:
+    """Durations (ms) of back-to-back invokes for `seconds`, and at least `at_least` of them."""
     times: list[float] = []
     end = time.perf_counter() + seconds
-    while len(times) < MIN_INVOKES or time.perf_counter() < end:
+    while len(times) < at_least or time.perf_counter() < end:
         t0 = time.perf_counter()
         invoke()
-        times.append(time.perf_counter() - t0)
-    ms = np.array(times) * 1000
+        times.append((time.perf_counter() - t0) * 1000)
+    return times
+
+
+def summarize(times_ms: list[float]) -> dict[str, Any]:
+    ms = np.asarray(times_ms)
     p50, p90, p99 = np.percentile(ms, [50, 90, 99])
     return {
         "invokes": len(ms),
@@ -117,38 +123,54 @@ def time_invokes(invoke: Callable[[], None], seconds: float) -> dict[str, Any]:
     }
 
 
-def time_pipeline(model, clip: Path, seconds: float) -> dict[str, Any]:
-    """Sequential decode -> BGR2RGB -> preprocess -> invoke over the clip (looped), in fps."""
+def time_sequential(model, clip: Path, seconds: float) -> dict[str, Any]:
+    """Decode -> BGR2RGB -> preprocess -> invoke in one thread over the clip (looped)."""
     import cv2
 
     cap = cv2.VideoCapture(str(clip))
     if not cap.isOpened():
-        raise ValueError(f"{clip}: cannot open video source")
+        raise EdgeError(f"{clip}: cannot open the --source video")
     frames, decode_s, t_start = 0, 0.0, time.perf_counter()
     try:
         while frames < MIN_INVOKES or time.perf_counter() - t_start < seconds:
             t0 = time.perf_counter()
             ok, bgr = cap.read()
             if not ok:
-                if frames == 0 and not cap.isOpened():
-                    raise ValueError(f"{clip}: no frames")
                 cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
                 ok, bgr = cap.read()
                 if not ok:
-                    raise ValueError(f"{clip}: no decodable frames")
+                    raise EdgeError(f"{clip}: no decodable frames in the --source video")
             decode_s += time.perf_counter() - t0
             model.preprocess(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
             model.invoke()
             frames += 1
     finally:
         cap.release()
-    elapsed = time.perf_counter() - t_start
     return {
-        "frames": frames,
-        "fps": round(frames / elapsed, 1),
-        "decode_fps": round(frames / decode_s, 1) if decode_s else None,
+        "sequential_fps": round(frames / (time.perf_counter() - t_start), 1),
+        "decode_fps": round(frames / decode_s, 1),
         "frame_size": [int(bgr.shape[1]), int(bgr.shape[0])],
     }
+
+
+def time_pipeline(model, clip: Path, seconds: float) -> dict[str, Any]:
+    """The real `edge run` pipeline (capture thread, latest-frame slot, default post-processing
+    chain, no outputs) on the clip, looped, unpaced, every frame classified (no_drop)."""
+    from edge import config
+    from edge.pipeline import Pipeline
+
+    cfg = config.parse("", "<bench>")
+    src = cfg.source.model_copy(
+        update={"kind": "opencv", "device": str(clip), "loop": True, "realtime": False}
+    )
+    pipe = Pipeline(cfg.model_copy(update={"source": src, "outputs": []}), model, no_drop=True)
+    t0 = time.perf_counter()
+    pipe.run(duration=seconds)
+    elapsed = time.perf_counter() - t0
+    frames = pipe.stats.snapshot()["frames_classified"]
+    if not frames:
+        raise EdgeError(f"{clip}: the pipeline classified no frames (see the log above)")
+    return {"pipeline_fps": round(frames / elapsed, 1), "frames": frames}
 
 
 def _fill_input(model) -> None:
@@ -156,6 +178,10 @@ def _fill_input(model) -> None:
     w, h = model.input_size
     rgb = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
     model.preprocess(rgb)
+
+
+def _label(backend: str, xnnpack: bool, threads: int) -> str:
+    return f"{backend} xnnpack={'on' if xnnpack else 'off'} threads={threads}"
 
 
 def run_bench(
@@ -166,44 +192,61 @@ def run_bench(
     backends: list[str] | None = None,
     xnnpack: tuple[bool, ...] = (True, False),
     progress: Callable[[str], None] | None = None,
+    rounds: int = 3,
 ) -> dict[str, Any]:
     """Time every (backend, XNNPACK, threads) configuration; returns the documented dict."""
+    from edge.model import load_model
+
     say = progress or (lambda msg: None)
     backends = backends or installed_backends()
     if not backends:
         raise ModelError("no TFLite runtime installed: pip install ai-edge-litert")
     if source is not None and not Path(source).exists():
-        raise ValueError(f"{source}: --source clip not found")
+        raise EdgeError(f"{source}: --source clip not found")
     configs = [(b, x, n) for b in backends for x in xnnpack for n in threads]
     started = dt.datetime.now(dt.timezone.utc)
-    results, pipeline, model = [], [], None
+    models = {}
     for i, (backend, xnn, n) in enumerate(configs, 1):
-        label = f"{backend} xnnpack={'on' if xnn else 'off'} threads={n}"
-        say(f"[{i}/{len(configs)}] {label}: invoke for {seconds:g} s")
-        model = load_model(model_path, backend=backend, threads=n, xnnpack=xnn)
-        _fill_input(model)
+        say(f"loading {i}/{len(configs)}: {_label(backend, xnn, n)}")
+        models[backend, xnn, n] = load_model(model_path, backend=backend, threads=n, xnnpack=xnn)
+        _fill_input(models[backend, xnn, n])
+    # Interleaved rounds: a burst of load from elsewhere spreads over every configuration
+    # instead of landing on whichever one happened to be running.
+    samples: dict[tuple, list[float]] = {c: [] for c in configs}
+    for r in range(1, rounds + 1):
+        for c in configs:
+            samples[c] += sample_invokes(models[c].interpreter.invoke, seconds / rounds,
+                                         -(-MIN_INVOKES // rounds))
+            say(f"round {r}/{rounds}: {_label(*c)}: p50 {np.median(samples[c]):.2f} ms "
+                f"({len(samples[c])} invokes)")
+    results = []
+    for (backend, xnn, n), model in models.items():
         row = {"backend": backend, "backend_version": model.backend_version, "xnnpack": xnn,
                "xnnpack_partitions": model.partitions, "threads": n}
-        row |= time_invokes(model.interpreter.invoke, seconds)
-        results.append(row)
-        say(f"[{i}/{len(configs)}] {label}: p50 {row['p50_ms']:.2f} ms, "
-            f"p99 {row['p99_ms']:.2f} ms ({row['invokes']} invokes)")
-        if source is not None and xnn:
-            say(f"[{i}/{len(configs)}] {label}: pipeline on {Path(source).name} for {seconds:g} s")
-            p = {"backend": backend, "xnnpack": xnn, "threads": n, "invoke_fps": row["fps"]}
-            p |= time_pipeline(model, Path(source), seconds)
-            pipeline.append(p)
-            say(f"[{i}/{len(configs)}] {label}: pipeline {p['fps']:.1f} fps")
-        del model
+        results.append(row | summarize(samples[backend, xnn, n]))
+    pipeline = []
+    for row in results if source is not None else []:
+        if not row["xnnpack"]:
+            continue
+        c = (row["backend"], True, row["threads"])
+        say(f"pipeline on {Path(source).name}: {_label(*c)}, {seconds:g} s threaded + "
+            f"{seconds:g} s sequential")
+        p = {"backend": c[0], "xnnpack": True, "threads": c[2], "invoke_fps": row["fps"]}
+        p |= time_pipeline(models[c], Path(source), seconds)
+        p |= time_sequential(models[c], Path(source), seconds)
+        pipeline.append(p)
+        say(f"pipeline on {Path(source).name}: {_label(*c)}: {p['pipeline_fps']:.1f} fps "
+            f"(sequential {p['sequential_fps']:.1f})")
+    models.clear()
     return {
         "schema": SCHEMA,
         "model": {"path": str(model_path), "name": Path(model_path).stem},
         "started": started.isoformat(timespec="seconds").replace("+00:00", "Z"),
         "seconds_per_config": seconds,
+        "rounds": rounds,
         "system": system_info(),
         "results": results,
-        "pipeline": {"source": str(source), "mode": "sequential", "results": pipeline}
-        if source is not None else None,
+        "pipeline": {"source": str(source), "results": pipeline} if source is not None else None,
     }
 
 
@@ -216,33 +259,41 @@ def format_bench(d: dict[str, Any]) -> str:
         f"system {s['cpu']} ({s['machine']}, {s['cores']} cores), governor "
         f"{s['governor'] or 'n/a'}, temperature {temps}, load {s['load_avg'][0]:.2f}",
         "",
-        f"{'backend':<16} {'XNNPACK':>7} {'thr':>3} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "
+        f"{'backend':<22} {'XNNPACK':>7} {'thr':>3} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "
         f"{'fps':>7} {'invokes':>7}",
     ]
     for r in d["results"]:
         name = f"{r['backend']} {r['backend_version']}"
         xnn = f"on/{r['xnnpack_partitions']}" if r["xnnpack"] else "off"
         lines.append(
-            f"{name:<16} {xnn:>7} {r['threads']:>3} {r['p50_ms']:>8.2f} {r['p90_ms']:>8.2f} "
+            f"{name:<22} {xnn:>7} {r['threads']:>3} {r['p50_ms']:>8.2f} {r['p90_ms']:>8.2f} "
             f"{r['p99_ms']:>8.2f} {r['fps']:>7.1f} {r['invokes']:>7}"
         )
+    lines.append("XNNPACK on/N: the delegate took N partitions of the graph (on/0: it took "
+                 "nothing, the builtin kernels ran)")
     if d.get("pipeline"):
         p = d["pipeline"]
-        lines += ["", f"pipeline ({p['mode']} decode -> preprocess -> invoke) on {p['source']}:",
-                  f"{'backend':<16} {'thr':>3} {'pipeline fps':>12} {'invoke fps':>10} "
-                  f"{'decode fps':>10}"]
+        lines += ["", f"full pipeline on {p['source']} (every frame classified, unpaced):",
+                  f"{'backend':<16} {'thr':>3} {'pipeline fps':>12} {'sequential fps':>14} "
+                  f"{'invoke fps':>10} {'decode fps':>10}"]
         for r in p["results"]:
-            lines.append(f"{r['backend']:<16} {r['threads']:>3} {r['fps']:>12.1f} "
-                         f"{r['invoke_fps']:>10.1f} {r['decode_fps'] or 0:>10.1f}")
+            lines.append(f"{r['backend']:<16} {r['threads']:>3} {r['pipeline_fps']:>12.1f} "
+                         f"{r['sequential_fps']:>14.1f} {r['invoke_fps']:>10.1f} "
+                         f"{r['decode_fps']:>10.1f}")
     return "\n".join(lines)
+
+
+def _matplotlib():
+    try:
+        import matplotlib
+    except ImportError:
+        raise EdgeError("--plot needs matplotlib: pip install 'edge-runtime[plot]'") from None
+    return matplotlib
 
 
 def plot_bench(d: dict[str, Any], out: str | Path) -> Path:
     """Latency (p50, p90-p99 band) versus threads, one line per backend and XNNPACK setting."""
-    try:
-        import matplotlib
-    except ImportError:
-        raise RuntimeError("--plot needs matplotlib: pip install 'edge-runtime[plot]'") from None
+    matplotlib = _matplotlib()
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -281,22 +332,23 @@ def add_bench_arguments(p) -> None:
     p.add_argument("model", nargs="?", help="a .tflite model (default: the config's model.path)")
     p.add_argument("--threads", default="auto", help="comma list like 1,2,4, or auto (1..cores)")
     p.add_argument("--seconds", type=float, default=3.0, help="timing budget per configuration")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="split each budget into this many interleaved rounds (default 3)")
     p.add_argument("--source", help="a video clip: also time decode -> preprocess -> invoke")
-    p.add_argument("--backend", action="append", choices=[b for b in BACKENDS if b != "tensorflow"],
+    p.add_argument("--backend", action="append", choices=BENCH_BACKENDS,
                    help="only this backend (repeatable; default: every one installed)")
     p.add_argument("--no-xnnpack-off", action="store_true",
                    help="skip the XNNPACK-off (reference kernels) configurations")
+    p.add_argument("--config", "-c", help="config file whose model.path is the default MODEL")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--plot", metavar="PNG", help="write a latency-vs-threads plot")
 
 
-def _default_model(args) -> str:
-    from edge import config
+def _model_path(args) -> Path:
+    """MODEL as given (file or catalog name), else the config's model.path."""
+    from edge import catalog, config
 
-    path = config.load(getattr(args, "config", None)).model.path
-    if not Path(path).is_file():
-        raise ValueError(f"model {path!r} from the config is not a file: give MODEL explicitly")
-    return path
+    return catalog.resolve(args.model or config.load(getattr(args, "config", None)).model.path)
 
 
 def cmd_bench(args) -> int:
@@ -304,15 +356,20 @@ def cmd_bench(args) -> int:
     import json
 
     if args.seconds <= 0:
-        raise ValueError("--seconds must be > 0")
+        raise EdgeError("--seconds must be > 0")
+    if args.rounds < 1:
+        raise EdgeError("--rounds must be >= 1")
+    if args.plot:
+        _matplotlib()  # fail before the long run, not after it
     d = run_bench(
-        args.model or _default_model(args),
+        _model_path(args),
         threads=parse_threads(args.threads),
         seconds=args.seconds,
         source=args.source,
         backends=args.backend,
         xnnpack=(True,) if args.no_xnnpack_off else (True, False),
         progress=progress_to_stderr,
+        rounds=args.rounds,
     )
     if args.plot:
         d["plot"] = str(plot_bench(d, args.plot))

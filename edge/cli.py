@@ -240,6 +240,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_from_args(args)
 
 
+def _inspect_setup(p: argparse.ArgumentParser) -> None:
+    from edge.graph import add_inspect_arguments
+
+    add_inspect_arguments(p)
+
+
+@command("inspect", "show a model's structure (bottlenecks), cost and quantization", _inspect_setup)
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from edge.graph import cmd_inspect as run
+
+    return run(args)
+
+
+def _bench_setup(p: argparse.ArgumentParser) -> None:
+    from edge.bench import add_bench_arguments
+
+    add_bench_arguments(p)
+
+
+@command("bench", "time invoke per backend, XNNPACK on/off and threads (docs/models.md)",
+         _bench_setup)
+def cmd_bench(args: argparse.Namespace) -> int:
+    from edge.bench import cmd_bench as run
+
+    return run(args)
+
+
 @command("version", "print the version and the installed backends")
 def cmd_version(args: argparse.Namespace) -> int:
     from edge.model import BACKENDS, _import_backend

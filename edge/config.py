@@ -74,10 +74,16 @@ class SourceConfig(Strict):
     fps: float = Field(30.0, gt=0, le=240, description="requested camera frame rate")
     fourcc: str = Field("MJPG", min_length=4, max_length=4, description="USB camera format")
     loop: bool = Field(False, description="files and video files: start again at the end")
+    realtime: bool = Field(
+        True,
+        description="files and video files: deliver frames at the video's frame rate (images: "
+        "`fps`) like a camera, so slow inference drops frames; false: as fast as they can be "
+        "read (benchmarks, --no-drop)",
+    )
     lores_format: Literal["auto", "YUV420", "RGB888"] = Field(
         "auto",
         description="picamera2 low-res stream format; auto: YUV420 on a Pi 4 (VC4 needs it), "
-        "RGB888 on a Pi 5",
+        "RGB888 on a Pi 5 (24-bit RGB, requested as picamera2's 'BGR888', whose bytes are R,G,B)",
     )
     stall_timeout_s: float = Field(
         5.0, gt=0, le=3600, description="no frame for this long counts as a stall: reconnect"

@@ -48,3 +48,36 @@ def make_clip(
     finally:
         writer.release()
     return out
+
+
+def assets_dir() -> Path:
+    """The photos for the demo: EDGE_ASSETS, else ../shared/assets beside the checkout."""
+    import os
+
+    if env := os.environ.get("EDGE_ASSETS"):
+        return Path(env)
+    for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
+        candidate = base.parent / "shared" / "assets"
+        if candidate.is_dir():
+            return candidate
+    return Path.cwd() / "assets"
+
+
+def demo_clip() -> Path:
+    """The demo clip, made once from the asset photos and cached."""
+    from edge.model import cache_dir
+
+    out = cache_dir() / "demo.avi"
+    if not out.exists():
+        images = assets_dir() / "images"
+        if not images.is_dir():
+            from edge.errors import EdgeError
+
+            raise EdgeError(
+                f"{images}: demo photos not found; set EDGE_ASSETS to the assets folder "
+                "or give a --source"
+            )
+        tmp = out.with_suffix(".tmp.avi")
+        make_clip(tmp, images, frames_per_image=45, pan=True)
+        tmp.replace(out)
+    return out

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from edge.errors import ModelError
+
 CONV = "CONV_2D"
 DWCONV = "DEPTHWISE_CONV_2D"
 FC = "FULLY_CONNECTED"
@@ -26,11 +28,11 @@ ACTIVATION = {0: None, 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6", 4: "TANH", 5: "
 
 
 def _schema():
-    """The generated flatbuffer schema module (ai-edge-litert, or tflite-runtime's tflite pkg)."""
+    """The generated flatbuffer schema module that ships with ai-edge-litert."""
     try:
         from ai_edge_litert import schema_py_generated
     except ImportError as e:  # pragma: no cover - depends on the installed runtime
-        raise RuntimeError(
+        raise ModelError(
             "edge inspect needs the TFLite flatbuffer schema from ai-edge-litert "
             "(pip install ai-edge-litert flatbuffers)"
         ) from e
@@ -130,14 +132,17 @@ def read_graph(path: str | Path) -> Graph:
     """Parse the first subgraph of a .tflite flatbuffer; clear errors for non-model files."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such model file")
+        raise ModelError(f"{path}: no such model file")
     buf = path.read_bytes()
     if len(buf) < 8 or buf[4:8] != b"TFL3":
-        raise ValueError(f"{path}: not a TFLite flatbuffer (no TFL3 identifier)")
+        raise ModelError(f"{path}: not a TFLite flatbuffer (no TFL3 identifier)")
     s = _schema()
-    model = s.ModelT.InitFromPackedBuf(buf, 0)
+    try:
+        model = s.ModelT.InitFromPackedBuf(buf, 0)
+    except Exception as e:  # a truncated or corrupt flatbuffer fails anywhere inside
+        raise ModelError(f"{path}: corrupt TFLite flatbuffer ({type(e).__name__})") from None
     if not model.subgraphs:
-        raise ValueError(f"{path}: model has no subgraphs")
+        raise ModelError(f"{path}: model has no subgraphs")
     opnames, tnames = _enum_names(s.BuiltinOperator), _enum_names(s.TensorType)
     sg = model.subgraphs[0]
     tensors = [_tensor(i, t, model, tnames) for i, t in enumerate(sg.tensors or [])]
@@ -395,7 +400,6 @@ def _metadata_and_runtime(path: Path, runtime: bool) -> tuple[dict[str, Any], di
     }
     if not runtime:
         return meta, None
-    from edge.errors import ModelError
     from edge.model import load_model
 
     try:
@@ -538,7 +542,7 @@ def format_inspect(d: dict[str, Any]) -> str:
 
 
 def add_inspect_arguments(p) -> None:
-    p.add_argument("model", help="a .tflite model file")
+    p.add_argument("model", help="a .tflite model file, or a name from `edge models list`")
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
     p.add_argument("--no-runtime", action="store_true",
                    help="skip loading the model in a runtime (backend / XNNPACK partitions)")
@@ -548,6 +552,8 @@ def cmd_inspect(args) -> int:
     """`edge inspect MODEL [--json]`."""
     import json
 
-    d = inspect_model(args.model, runtime=not args.no_runtime)
+    from edge.catalog import resolve
+
+    d = inspect_model(resolve(args.model), runtime=not args.no_runtime)
     print(json.dumps(d, indent=1) if args.json else format_inspect(d))
     return 0

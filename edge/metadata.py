@@ -130,3 +130,42 @@ def embedded_files(buf: bytes) -> dict[str, bytes]:
             return {n: z.read(n) for n in z.namelist()}
     except (zipfile.BadZipFile, OSError, ValueError):
         return {}
+
+
+def check_structure(buf: bytes) -> str | None:
+    """Why the model's flatbuffer is cut short or corrupt, or None when it holds together.
+
+    Some runtimes (tflite-runtime 2.14) crash on a truncated file instead of raising, so the
+    tables, vectors and weight buffers a runtime will touch are bounds-checked first.
+    """
+    size = len(buf)
+
+    def inside(start: int, length: int) -> bool:
+        return 0 <= start and start + length <= size
+
+    try:
+        model = _Table.root(buf)
+        if not inside(model.pos, 4):
+            return "root table outside the file"
+        for slot in (1, 2, 4):  # operator_codes, subgraphs, buffers
+            start, n = model._vector(slot)
+            if start and not inside(start, 4 * n):
+                return "table vector runs past the end of the file"
+        for sub in model.tables(2):
+            for slot in (0, 3):  # tensors, operators
+                start, n = sub._vector(slot)
+                if not inside(start, 4 * n):
+                    return "subgraph runs past the end of the file"
+                for t in sub.tables(slot):
+                    if not inside(t.pos, 4):
+                        return "tensor or operator outside the file"
+        for b in model.tables(4):
+            start, n = b._vector(0)
+            if start and not inside(start, n):
+                return f"weights buffer of {n} bytes runs past the end of the file"
+            off, length = b.scalar(1, "Q"), b.scalar(2, "Q")
+            if off > 1 and not inside(off, length):
+                return "external weights buffer runs past the end of the file"
+    except (struct.error, IndexError, ValueError):
+        return "its tables cannot be read"
+    return None

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from edge.errors import ModelError
-from edge.metadata import Metadata, embedded_files, read_metadata
+from edge.metadata import Metadata, check_structure, embedded_files, read_metadata
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,9 @@ def input_lut(dtype: np.dtype, quant: tuple[float, int], mean: float, std: float
         return real.astype(np.float32)
     scale, zero = quant
     info = np.iinfo(dtype)
-    q = np.floor(real / scale + zero + 0.5) if scale else np.arange(256) + info.min
+    # Round half up, with a little slack for the float32 scale (1/127.5 is not exact in float32)
+    # so that a normalization that matches the quantization maps pixel p to exactly p.
+    q = np.floor(real / scale + zero + 0.5 + 1e-3) if scale else np.arange(256) + info.min
     return np.clip(q, info.min, info.max).astype(dtype)
 
 
@@ -185,14 +187,7 @@ class Model:
         inp = self.interpreter.get_input_details()[0]
         out = self.interpreter.get_output_details()[0]
         shape = tuple(int(x) for x in inp["shape"])
-        if len(shape) != 4 or shape[0] != 1 or shape[3] != 3:
-            raise ModelError(
-                f"{self.path}: input shape {list(shape)} is not NHWC with 3 channels "
-                "(an image classifier takes 1xHxWx3)"
-            )
         dtype = np.dtype(inp["dtype"])
-        if dtype not in (np.uint8, np.int8, np.float32):
-            raise ModelError(f"{self.path}: input type {dtype} unsupported (uint8, int8, float32)")
         self.input_index, self.output_index = inp["index"], out["index"]
         self.input_dtype = dtype
         self.input_size = (shape[2], shape[1])  # (w, h)
@@ -306,13 +301,35 @@ def _make_interpreter(mod, human: str, path: Path, threads: int, xnnpack: bool):
     if not xnnpack:
         resolver = mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         kwargs["experimental_op_resolver_type"] = resolver
+    interp = None
     try:
         interp = mod.Interpreter(**kwargs)
         interp.allocate_tensors()
     except (ValueError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelError(f"{path}: {human} cannot load the model ({first})") from None
+        also = ""
+        try:
+            if interp is not None:
+                check_input(interp, path)
+        except ModelError as bad:
+            also = "; " + str(bad).split(": ", 1)[1]
+        raise ModelError(f"{path}: {human} cannot load the model ({first}){also}") from None
+    check_input(interp, path)
     return interp
+
+
+def check_input(interp, path: Path) -> None:
+    """Refuse a model that is not an image classifier (one 1xHxWx3 input)."""
+    inp = interp.get_input_details()
+    shape = [int(x) for x in inp[0]["shape"]] if inp else []
+    if len(inp) != 1 or len(shape) != 4 or shape[0] != 1 or shape[3] != 3:
+        raise ModelError(
+            f"{path}: input shape {shape} is not NHWC with 3 channels "
+            "(an image classifier takes one 1xHxWx3 input)"
+        )
+    dtype = np.dtype(inp[0]["dtype"])
+    if dtype not in (np.uint8, np.int8, np.float32):
+        raise ModelError(f"{path}: input type {dtype} unsupported (uint8, int8, float32)")
 
 
 def delegate_partitions(interp) -> int | None:
@@ -384,6 +401,8 @@ def check_model_file(path: Path) -> bytes:
         raise ModelError(f"{path}: cannot read model ({e.strerror})") from None
     if len(buf) < 8 or buf[4:8] != b"TFL3":
         raise ModelError(f"{path}: not a TFLite model (no TFL3 identifier in its header)")
+    if problem := check_structure(buf):
+        raise ModelError(f"{path}: model file is truncated or corrupt ({problem}); fetch it again")
     return buf
 
 

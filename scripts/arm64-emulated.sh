@@ -131,11 +131,12 @@ main() {
   exec 9>"$CACHE/.lock"
   flock 9  # one run at a time per cache folder
 
-  echo "######################################################################"
-  echo "# EMULATION, NOT HARDWARE: aarch64 user-mode emulation with qemu-user"
-  echo "# ($("$QEMU" --version | head -1), CPU model $CPU), Debian 12 arm64 python3.11."
-  echo "# It proves install + behaviour on aarch64; timings here mean nothing for a Pi."
-  echo "######################################################################"
+  local qemu_version
+  qemu_version=$("$QEMU" --version | head -1 | sed -E 's/^qemu-aarch64 version ([^ ]+).*/\1/')
+  echo "##########################################################################################"
+  echo "# EMULATION, NOT HARDWARE: qemu-user $qemu_version runs Debian 12 arm64 python3.11, CPU $CPU"
+  echo "# It shows the project installs and behaves on aarch64; its timings mean nothing for a Pi."
+  echo "##########################################################################################"
 
   local sys_key sysroot
   sys_key=$({ printf '%s\n' "$FORMAT" "${DEBS[@]}"; declare -f build_sysroot

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import cv2
@@ -12,27 +11,21 @@ from conftest import TINY_MODEL
 
 from edge.bench import (
     SCHEMA,
-    add_bench_arguments,
-    cmd_bench,
     format_bench,
     parse_threads,
     run_bench,
 )
+from edge.cli import main
+from edge.errors import EdgeError
 
 RESULT_KEYS = {"backend", "backend_version", "xnnpack", "xnnpack_partitions", "threads",
                "invokes", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "fps"}
 
 
-def _bench(argv: list[str]) -> None:
-    p = argparse.ArgumentParser()
-    add_bench_arguments(p)
-    assert cmd_bench(p.parse_args(argv)) == 0
-
-
 def test_json_schema_plot_and_progress(assets, demo_clip, tmp_path, capsys):
     png = tmp_path / "bench.png"
-    _bench([str(TINY_MODEL), "--threads", "1,2", "--seconds", "0.3", "--json",
-            "--source", str(demo_clip), "--plot", str(png)])
+    assert main(["bench", str(TINY_MODEL), "--threads", "1,2", "--seconds", "0.3", "--json",
+            "--source", str(demo_clip), "--plot", str(png)]) == 0
     out = capsys.readouterr()
     d = json.loads(out.out)
     assert d["schema"] == SCHEMA
@@ -47,15 +40,19 @@ def test_json_schema_plot_and_progress(assets, demo_clip, tmp_path, capsys):
         assert r["invokes"] >= 5
         assert (r["xnnpack_partitions"] > 0) == r["xnnpack"]
     pipe = d["pipeline"]
-    assert pipe["mode"] == "sequential" and pipe["source"] == str(demo_clip)
+    assert pipe["source"] == str(demo_clip)
     assert [(r["threads"], r["xnnpack"]) for r in pipe["results"]] == [(1, True), (2, True)]
     for r in pipe["results"]:
+        assert set(r) == {"backend", "xnnpack", "threads", "invoke_fps", "pipeline_fps",
+                          "frames", "sequential_fps", "decode_fps", "frame_size"}
         assert r["frames"] >= 5 and r["frame_size"] == [640, 480]
-        assert 0 < r["fps"] < r["invoke_fps"]  # decode + preprocess cost something
-        assert r["decode_fps"] > r["fps"]
-    # progress went to stderr, one start and one result line per configuration
-    assert out.err.count("litert xnnpack=off threads=2: p50") == 1
-    assert "[4/4]" in out.err and "pipeline" in out.err
+        assert 0 < r["sequential_fps"] < r["invoke_fps"]  # decode + preprocess cost something
+        assert 0 < r["pipeline_fps"] < r["invoke_fps"]
+        assert r["decode_fps"] > r["sequential_fps"]
+    # progress went to stderr: loading, then one line per configuration and round
+    assert "loading 4/4" in out.err
+    assert out.err.count("litert xnnpack=off threads=2: p50") == d["rounds"] == 3
+    assert out.err.count("pipeline on demo.avi") == 4
     assert d["plot"] == str(png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     img = cv2.imread(str(png))
@@ -71,11 +68,13 @@ def test_text_output_names_the_system(assets):
     assert "litert" in text and " on/" in text
 
 
-def test_bad_arguments(assets, tmp_path):
+def test_bad_arguments(assets, tmp_path, capsys):
+    assert main(["bench", str(TINY_MODEL), "--seconds", "0"]) == 2
+    assert "--seconds must be > 0" in capsys.readouterr().err
     assert parse_threads("4,1,2") == [1, 2, 4]
     assert parse_threads("auto")[0] == 1
     for bad in ("0", "x", ""):
-        with pytest.raises(ValueError, match="--threads"):
+        with pytest.raises(EdgeError, match="--threads"):
             parse_threads(bad)
-    with pytest.raises(ValueError, match="clip not found"):
+    with pytest.raises(EdgeError, match="clip not found"):
         run_bench(TINY_MODEL, [1], 0.1, source=tmp_path / "none.avi")

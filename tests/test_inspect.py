@@ -3,14 +3,15 @@ against MobileNetV2's Table 2 and against costs computed here from the paper's f
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 
 import pytest
 from conftest import DEFAULT_MODEL, IMAGENET_LABELS, QAT_MODEL, TINY_MODEL
 
-from edge.graph import add_inspect_arguments, cmd_inspect, format_inspect, inspect_model
+from edge.cli import main
+from edge.errors import ModelError
+from edge.graph import format_inspect, inspect_model
 
 # MobileNetV2 paper, Table 2: expansion t, output channels c, repeats n, first stride s.
 TABLE2 = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
@@ -123,14 +124,8 @@ def test_text_report_shows_table_and_totals(v2):
     assert "XNNPACK partitions" in text and "imagenet_labels.txt (1001 labels)" in text
 
 
-def _run_cli(argv: list[str]) -> None:
-    p = argparse.ArgumentParser()
-    add_inspect_arguments(p)
-    assert cmd_inspect(p.parse_args(argv)) == 0
-
-
 def test_json_schema(assets, capsys):
-    _run_cli([str(TINY_MODEL), "--json"])
+    assert main(["inspect", str(TINY_MODEL), "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     for key, kind in [("path", str), ("file_bytes", int), ("sha256", str), ("inputs", list),
                       ("outputs", list), ("metadata", dict), ("runtime", dict), ("ops", dict),
@@ -144,8 +139,14 @@ def test_json_schema(assets, capsys):
     assert set(d["runtime"]) == {"backend", "backend_version", "xnnpack_partitions", "threads"}
 
 
-def test_not_a_model_is_a_clear_error(assets, tmp_path):
-    with pytest.raises(ValueError, match="not a TFLite flatbuffer"):
+def test_not_a_model_is_a_clear_error(assets, tmp_path, capsys):
+    assert main(["inspect", str(IMAGENET_LABELS)]) == 2
+    assert "not a TFLite flatbuffer" in capsys.readouterr().err
+    with pytest.raises(ModelError, match="not a TFLite flatbuffer"):
         inspect_model(IMAGENET_LABELS)
-    with pytest.raises(FileNotFoundError, match="no such model file"):
+    with pytest.raises(ModelError, match="no such model file"):
         inspect_model(tmp_path / "missing.tflite")
+    truncated = tmp_path / "truncated.tflite"
+    truncated.write_bytes(DEFAULT_MODEL.read_bytes()[:2000])
+    with pytest.raises(ModelError, match="corrupt"):
+        inspect_model(truncated)

@@ -253,3 +253,186 @@ def test_reload_via_pidfile_reaches_running_instance(tmp_path):
     pidfile.write_text(f"{child.pid}\n")  # the process is gone: stale
     with pytest.raises(ServiceError, match="stale"):
         send_reload(pidfile)
+
+
+# --------------------------------------------------------------------------------------
+# End to end: `python -m edge run` on a live MJPEG-over-HTTP stream that we can stall, with
+# a real notify socket standing in for systemd.
+
+
+class MjpegServer:
+    """An IP camera on 127.0.0.1: multipart JPEG frames at ~15 fps while `flowing` is set;
+    when cleared, open connections stay open but silent (a hung camera)."""
+
+    def __init__(self, images: list[Path]) -> None:
+        import http.server
+        import socketserver
+        import threading
+
+        import cv2
+
+        self.flowing = threading.Event()
+        self.closing = threading.Event()
+        self.frames = 0
+        pics = [cv2.resize(cv2.imread(str(p)), (640, 480)) for p in images]
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                n = 0
+                while not server.closing.is_set():
+                    if not server.flowing.wait(0.1):
+                        continue
+                    img = pics[(n // 30) % len(pics)].copy()
+                    cv2.putText(img, str(n), (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (0, 0, 0), 2)
+                    jpg = cv2.imencode(".jpg", img)[1].tobytes()
+                    head = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
+                    try:
+                        self.wfile.write(head % len(jpg) + jpg + b"\r\n")
+                        self.wfile.flush()
+                    except OSError:
+                        return
+                    n += 1
+                    server.frames += 1
+                    time.sleep(1 / 15)
+
+            def log_message(self, *args):
+                pass
+
+        socketserver.ThreadingTCPServer.allow_reuse_address = True
+        self.httpd = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/stream.mjpg"
+
+    def close(self) -> None:
+        self.closing.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class Recorder:
+    """Collects (monotonic time, message) from a receiver in a background thread."""
+
+    def __init__(self, r: Receiver) -> None:
+        import threading
+
+        self.r = r
+        self.log: list[tuple[float, dict[str, str]]] = []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        self.r.sock.settimeout(0.1)
+        while not self.done.is_set():
+            try:
+                data = self.r.sock.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            msg = dict(line.split("=", 1) for line in data.decode().split("\n"))
+            self.log.append((time.monotonic(), msg))
+
+    def since(self, t: float, key: str | None = None) -> list[dict[str, str]]:
+        return [m for ts, m in list(self.log) if ts >= t and (key is None or key in m)]
+
+    def wait_for(self, key: str, since: float, timeout: float) -> dict[str, str]:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            got = self.since(since, key)
+            if got:
+                return got[0]
+            time.sleep(0.05)
+        raise AssertionError(f"no {key} within {timeout} s; got {self.since(since)}")
+
+
+def test_edge_run_end_to_end(tmp_path, receiver, assets, images):
+    from conftest import DEFAULT_MODEL
+
+    cam = MjpegServer([images / "cat.bmp", images / "bird.bmp"])
+    events = tmp_path / "events.jsonl"
+    cfg = tmp_path / "edge.yaml"
+    cfg.write_text(
+        f"""
+device: e2e
+source: {{kind: opencv, device: "{cam.url}", stall_timeout_s: 1.0,
+          backoff_initial_s: 0.2, backoff_max_s: 0.5}}
+model: {{path: "{DEFAULT_MODEL}"}}
+postprocess:
+  - hysteresis: {{enter: 0.3, exit: 0.1}}
+outputs:
+  - jsonl: {{path: "{events}"}}
+web: {{enabled: false}}
+service: {{status_every_s: 0.5, pidfile: "{tmp_path / "edge.pid"}"}}
+"""
+    )
+    env = {
+        **os.environ,
+        "NOTIFY_SOCKET": receiver.env_value,
+        "WATCHDOG_USEC": "400000",  # ping at most every 0.2 s
+        "WATCHDOG_PID": "",  # filled in below once the pid is known? no: unset means any pid
+    }
+    del env["WATCHDOG_PID"]
+    rec = Recorder(receiver)
+    t_start = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge", "run", "--config", str(cfg)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # 1. The process is up and the model loaded, but the camera sends nothing: no READY.
+        time.sleep(3)
+        assert proc.poll() is None, proc.stderr.read()
+        assert rec.since(t_start, "READY") == [] and rec.since(t_start, "WATCHDOG") == []
+        # 2. Frames flow: READY with a status, then watchdog pings and STATUS updates.
+        t_flow = time.monotonic()
+        cam.flowing.set()
+        ready = rec.wait_for("READY", t_flow, 30)
+        assert ready["READY"] == "1" and "fps" in ready["STATUS"]
+        time.sleep(2)
+        assert len(rec.since(t_flow, "WATCHDOG")) >= 5
+        assert len(rec.since(t_flow, "STATUS")) >= 3
+        # 3. The camera hangs: the pings stop (after at most one in-flight frame).
+        cam.flowing.clear()
+        time.sleep(0.5)
+        t_stall = time.monotonic()
+        time.sleep(2.5)
+        assert rec.since(t_stall, "WATCHDOG") == []
+        assert proc.poll() is None
+        # ... and come back with the frames (the capture thread reconnects).
+        t_back = time.monotonic()
+        cam.flowing.set()
+        rec.wait_for("WATCHDOG", t_back, 30)
+        # 4. SIGHUP: RELOADING=1 with MONOTONIC_USEC, then READY=1 again.
+        t_hup = time.monotonic()
+        proc.send_signal(signal.SIGHUP)
+        reloading = rec.wait_for("RELOADING", t_hup, 10)
+        assert int(reloading["MONOTONIC_USEC"]) > 0
+        t_reload = next(ts for ts, m in rec.log if ts >= t_hup and "RELOADING" in m)
+        rec.wait_for("READY", t_reload, 10)
+        # 5. SIGTERM: STOPPING=1 and a clean exit 0; the events file is complete.
+        t_term = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0, proc.stderr.read()
+        rec.wait_for("STOPPING", t_term, 2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        rec.done.set()
+        cam.close()
+    import json
+
+    lines = events.read_text().splitlines()
+    assert lines and all(json.loads(ln)["type"] in ("enter", "exit", "status") for ln in lines)
+    assert any(json.loads(ln)["type"] == "enter" for ln in lines)
+    assert not (tmp_path / "edge.pid").exists()

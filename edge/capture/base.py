@@ -1,12 +1,13 @@
 """The one interface every camera or file source implements.
 
 A source only knows how to open, read one image and close. Sequence numbers, timestamps,
-stall detection and reconnect backoff live in the capture thread (`edge.pipeline`), so every
-source gets them the same way.
+stall detection and reconnect backoff live in the capture thread (`edge.capture.runner`), so
+every source gets them the same way.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -34,8 +35,10 @@ class Source(Protocol):
     """A camera, stream, video or image folder.
 
     `read()` returns the next image as (rgb, full_or_None), or None at the end of a finite
-    source (a file or folder without loop). It raises `SourceError` on any failure; it must
-    not block longer than the configured stall timeout (it raises instead).
+    source (a file or folder without loop) or of a live stream. It raises `SourceError` on any
+    failure, and should not block much longer than the configured stall timeout (the capture
+    thread's watchdog abandons a read that does). open, read and close are always called from
+    the same thread.
     """
 
     name: str
@@ -46,3 +49,23 @@ class Source(Protocol):
     def read(self) -> tuple[np.ndarray, np.ndarray | None] | None: ...
 
     def close(self) -> None: ...
+
+
+class Pacer:
+    """Sleeps so a file source delivers frames at `fps`, like a camera would.
+
+    When the reader falls behind by more than a frame it re-anchors instead of bursting to
+    catch up, which is what a camera does too (it never queues old frames for us).
+    """
+
+    def __init__(self, fps: float) -> None:
+        self.period = 1.0 / fps
+        self.next: float | None = None
+
+    def wait(self) -> None:
+        now = time.monotonic()
+        if self.next is None or now - self.next > self.period:
+            self.next = now
+        elif self.next > now:
+            time.sleep(self.next - now)
+        self.next += self.period

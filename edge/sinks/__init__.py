@@ -3,3 +3,14 @@
 from edge.registry import Registry
 
 SINKS = Registry("sink")
+
+# Importing a sink module registers it under its YAML name (order = order in the docs).
+from edge.sinks import (  # noqa: E402, F401, I001
+    log,
+    jsonl,
+    mqtt,
+    webhook,
+    snapshot,
+    clip,
+    collect,
+)

@@ -1,0 +1,82 @@
+"""Still images as a source: one image, a folder, or a glob, in sorted order.
+
+Used for offline evaluation (with the no-drop slot every image is classified, in order) and
+for demos. A file that cannot be decoded raises an error naming it rather than being skipped,
+so an evaluation never silently covers fewer images than the folder holds.
+"""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge.capture.base import Pacer, SourceError
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+
+def is_glob(path: str) -> bool:
+    return any(c in path for c in "*?[")
+
+
+def list_images(path: str) -> list[Path]:
+    """The image files `path` names (a file, a folder's images, or a glob's matches), sorted."""
+    if is_glob(path):
+        return sorted(Path(p) for p in glob.glob(path, recursive=True) if Path(p).is_file())
+    p = Path(path)
+    if p.is_dir():
+        return sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTS)
+    return [p] if p.is_file() else []
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """An image file as HxWx3 RGB uint8; SourceError naming the file when it cannot be read."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise SourceError(f"{path}: cannot read this file as an image")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=bgr)
+
+
+class FilesSource:
+    """Images from disk; finite unless `loop` (then it starts again at the first image)."""
+
+    live = False
+
+    def __init__(self, path: str, loop: bool = False, fps: float | None = None) -> None:
+        self.path = path
+        self.loop = loop
+        self.fps = fps  # None: as fast as they can be read
+        self.name = f"files:{path}"
+        self.files: list[Path] = []
+        self.index = 0
+        self.pacer: Pacer | None = None
+
+    def open(self) -> None:
+        self.files = list_images(self.path)
+        if not self.files:
+            what = "matches no files" if is_glob(self.path) else "has no images"
+            if not is_glob(self.path) and not Path(self.path).exists():
+                what = "does not exist"
+            raise SourceError(
+                f"{self.path}: {what} (give an image, a folder of images or a glob such as "
+                f"'photos/*.jpg'; image types: {', '.join(IMAGE_EXTS)})"
+            )
+        self.index = 0
+        self.pacer = Pacer(self.fps) if self.fps else None
+
+    def read(self) -> tuple[np.ndarray, None] | None:
+        if self.index >= len(self.files):
+            if not self.loop:
+                return None
+            self.index = 0
+        path = self.files[self.index]
+        self.index += 1
+        if self.pacer:
+            self.pacer.wait()
+        return read_rgb(path), None
+
+    def close(self) -> None:
+        self.files = []

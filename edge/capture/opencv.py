@@ -1,0 +1,155 @@
+"""OpenCV sources: a USB camera (index or /dev/videoN), an RTSP/HTTP stream, or a video file.
+
+Cameras are opened with V4L2, the configured fourcc (MJPG lets USB 2 cameras reach 30 fps at
+640x480) and a one-frame driver buffer, so a read returns a recent frame rather than a queued
+one. An unplugged USB camera is known to keep returning its last frame from `read()`; that is
+caught by comparing a cheap fingerprint of consecutive frames (`stale_frames`). Streams get
+FFmpeg open/read timeouts equal to the stall timeout, so a dead server raises instead of
+hanging. Video files are finite (or loop) and, with `realtime`, are paced to their own fps.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge.capture.base import Pacer, SourceError
+from edge.config import SourceConfig
+
+log = logging.getLogger(__name__)
+
+URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+VIDEO_EXTS = (
+    ".avi", ".mp4", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv", ".flv",
+    ".h264", ".h265", ".mjpeg", ".mjpg", ".gif",
+)  # fmt: skip
+
+
+def device_kind(device: int | str) -> str:
+    """'camera' (index or /dev/videoN), 'url' (rtsp://, http://, ...) or 'file'."""
+    if isinstance(device, int) or str(device).isdigit() or str(device).startswith("/dev/"):
+        return "camera"
+    return "url" if URL.match(str(device)) else "file"
+
+
+def fingerprint(img: np.ndarray) -> int:
+    """A cheap hash of every 8th pixel: identical frames give identical fingerprints."""
+    return hash(img[::8, ::8].tobytes())
+
+
+class StaleCheck:
+    """Counts consecutive identical frames; True once `limit` in a row were seen (0: never)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.last: int | None = None
+        self.count = 0
+
+    def stale(self, img: np.ndarray) -> bool:
+        if not self.limit:
+            return False
+        key = fingerprint(img)
+        self.count = self.count + 1 if key == self.last else 1
+        self.last = key
+        return self.count >= self.limit
+
+
+class OpenCVSource:
+    def __init__(self, cfg: SourceConfig, check_stale: bool | None = None) -> None:
+        self.cfg = cfg
+        self.device = cfg.device
+        self.kind = device_kind(cfg.device)
+        self.live = self.kind != "file"
+        self.name = f"opencv:{cfg.device}"
+        # Stale frames mean a dead USB camera; a video file may repeat frames legitimately.
+        self.check_stale = self.kind == "camera" if check_stale is None else check_stale
+        self.cap: cv2.VideoCapture | None = None
+        self.stale = StaleCheck(cfg.stale_frames)
+        self.pacer: Pacer | None = None
+        self.frames = 0
+
+    def _capture(self) -> cv2.VideoCapture:
+        cfg = self.cfg
+        if self.kind == "camera":
+            dev = int(self.device) if str(self.device).isdigit() else str(self.device)
+            cap = cv2.VideoCapture(dev, cv2.CAP_V4L2)
+            if cap.isOpened():
+                # FOURCC first: the size and rate on offer depend on the pixel format.
+                cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*cfg.fourcc))
+                cap.set(cv2.CAP_PROP_FRAME_WIDTH, cfg.width)
+                cap.set(cv2.CAP_PROP_FRAME_HEIGHT, cfg.height)
+                cap.set(cv2.CAP_PROP_FPS, cfg.fps)
+                cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+            return cap
+        if self.kind == "url":
+            ms = int(cfg.stall_timeout_s * 1000)
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+            return cv2.VideoCapture(str(self.device), cv2.CAP_FFMPEG, params)
+        if not Path(str(self.device)).is_file():
+            raise SourceError(f"{self.device}: no such video file")
+        return cv2.VideoCapture(str(self.device))
+
+    def open(self) -> None:
+        cap = self._capture()
+        if not cap.isOpened():
+            cap.release()
+            hint = {
+                "camera": "is a camera plugged in? `v4l2-ctl --list-devices` lists them",
+                "url": "is the stream reachable?",
+                "file": "is it a video OpenCV can decode?",
+            }[self.kind]
+            raise SourceError(f"{self.device}: cannot open ({hint})")
+        self.cap = cap
+        self.frames = 0
+        self.stale = StaleCheck(self.cfg.stale_frames)
+        self.pacer = None
+        if self.kind == "file" and self.cfg.realtime:
+            fps = cap.get(cv2.CAP_PROP_FPS)
+            self.pacer = Pacer(fps if 0 < fps <= 1000 and not math.isnan(fps) else self.cfg.fps)
+        if self.kind == "camera":
+            got = (
+                int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+                cap.get(cv2.CAP_PROP_FPS),
+            )
+            log.info("%s: opened at %dx%d, %.1f fps", self.name, *got)
+
+    def _grab(self) -> np.ndarray | None:
+        ok, bgr = self.cap.read()
+        if ok:
+            return bgr
+        if self.kind == "file" and self.cfg.loop and self.frames:
+            self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, bgr = self.cap.read()
+            if ok:
+                return bgr
+            raise SourceError(f"{self.device}: cannot read the first frame again to loop")
+        return None
+
+    def read(self) -> tuple[np.ndarray, None] | None:
+        if self.cap is None:
+            raise SourceError(f"{self.name}: not open")
+        bgr = self._grab()
+        if bgr is None:
+            if self.kind == "camera":
+                raise SourceError(f"{self.device}: read failed (camera unplugged?)")
+            return None  # end of the file (or of the stream: the capture thread reconnects)
+        if self.check_stale and self.stale.stale(bgr):
+            raise SourceError(
+                f"{self.device}: stall: {self.stale.count} identical frames in a row "
+                "(camera unplugged or frozen)"
+            )
+        self.frames += 1
+        if self.pacer:
+            self.pacer.wait()
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=bgr), None
+
+    def close(self) -> None:
+        if self.cap is not None:
+            self.cap.release()
+            self.cap = None

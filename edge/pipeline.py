@@ -1,0 +1,312 @@
+"""The main job: capture thread -> latest-frame slot -> inference loop -> chains -> outbox.
+
+The capture thread never waits for inference: a newer frame replaces an unread one (counted as
+dropped), so latency stays one frame deep however slow the model is. The loop preprocesses
+straight into the interpreter's input buffer, runs one chain per region of interest, and hands
+results to the outbox, whose sinks run in their own threads. Reloads swap chains between two
+frames; the camera is reopened only when the source section changed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge import config as configmod
+from edge.capture.base import Frame
+from edge.errors import EdgeError
+from edge.events import Event, Result
+from edge.stats import Stats
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Region:
+    name: str | None  # None: the whole frame
+    box: tuple[float, float, float, float] | None
+    chain: Any
+
+
+@dataclass
+class Live:
+    """What the web page and metrics read: the latest frame, results and recent events."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    frame: Frame | None = None
+    results: dict = field(default_factory=dict)  # roi -> Result
+    events: list = field(default_factory=list)  # recent Event dicts, newest last (bounded)
+    event_seq: int = 0
+    max_events: int = 200
+
+    def update(self, frame: Frame, results: list[Result], events: list[Event]) -> None:
+        with self.lock:
+            self.frame = frame
+            for r in results:
+                self.results[r.roi] = r
+            for e in events:
+                self.event_seq += 1
+                self.events.append((self.event_seq, e))
+            if len(self.events) > self.max_events:
+                del self.events[: len(self.events) - self.max_events]
+
+
+def make_regions(cfg, labels: list[str], model_name: str, top_k: int = 5) -> list[Region]:
+    from edge.postprocess.chain import Chain
+
+    specs = configmod.spec_items(cfg.postprocess)
+    rois = [(r.name, tuple(r.box)) for r in cfg.rois] or [(None, None)]
+    return [
+        Region(name, box, Chain(specs, labels, roi=name, device=cfg.device, model=model_name,
+                                top_k=top_k))
+        for name, box in rois
+    ]
+
+
+class Printer:
+    """`edge run` output: a line when the top label of a region changes, or JSON lines."""
+
+    def __init__(self, as_json: bool, out=sys.stdout) -> None:
+        self.as_json, self.out = as_json, out
+        self.last: dict = {}
+
+    def __call__(self, results: list[Result], events: list[Event]) -> None:
+        if self.as_json:
+            for r in results:
+                self.out.write(json.dumps({"result": r.to_dict()}) + "\n")
+            for e in events:
+                self.out.write(json.dumps({"event": e.to_dict()}) + "\n")
+            self.out.flush()
+            return
+        for r in results:
+            label = r.top[0][0] if r.top else None
+            if label != self.last.get(r.roi):
+                self.last[r.roi] = label
+                where = f" [{r.roi}]" if r.roi else ""
+                score = f" {r.top[0][1]:.2f}" if r.top else ""
+                print(f"#{r.seq}{where} {label}{score}", file=self.out, flush=True)
+        for e in events:
+            where = f" [{e.roi}]" if e.roi else ""
+            print(f"#{e.seq}{where} {e.type.upper()} {e.label} {e.score:.2f}",
+                  file=self.out, flush=True)
+
+
+class Pipeline:
+    def __init__(self, cfg, model, *, no_drop: bool = False, printer=None, hooks=None) -> None:
+        from edge.capture.runner import LatestFrame
+
+        self.cfg, self.model = cfg, model
+        self.no_drop = no_drop
+        self.printer = printer
+        self.hooks = hooks  # edge.service.ServiceHooks, or None outside the service
+        self.stats = Stats()
+        self.stats.extra["model"] = model.info
+        self.live = Live()
+        self.stop_event = threading.Event()
+        self.reload_event = threading.Event()
+        self.regions = make_regions(cfg, model.labels, model.name)
+        self.slot = LatestFrame(self.stats, no_drop=no_drop)
+        self.capture = None
+        self.outbox = None
+
+    # --------------------------------------------------------------- parts that reopen
+    def _start_capture(self) -> None:
+        from edge.capture import open_source
+        from edge.capture.runner import CaptureThread
+
+        src_cfg = self.cfg.source
+        size = self.model.input_size
+        self.capture = CaptureThread(lambda: open_source(src_cfg, size), self.slot, self.stats,
+                                     src_cfg)
+        self.capture.start()
+
+    def _start_outbox(self) -> None:
+        from edge.sinks.outbox import Outbox
+
+        self.outbox = Outbox(configmod.spec_items(self.cfg.outputs), self.cfg.device,
+                             self.model.name, self.stats)
+        self.outbox.start()
+        self.stats.extra["sinks"] = self.outbox.sink_stats
+
+    def reload(self, path: str | None) -> bool:
+        """Re-read the config; swap what changed between two frames. False if rejected."""
+        from edge.cli import model_from_args
+
+        try:
+            new = configmod.load(path)
+            model = self.model
+            if new.model != self.cfg.model:
+                import argparse
+
+                blank = argparse.Namespace(model=None, labels=None, backend=None, threads=None,
+                                           resize=None)
+                model = model_from_args(blank, new.model)
+            configmod.check_labels(new, model.labels, str(path))
+            regions = make_regions(new, model.labels, model.name)
+        except EdgeError as e:
+            log.error("reload rejected, keeping the running config:\n%s", e)
+            return False
+        if model is self.model:
+            old = {r.name: r.chain for r in self.regions}
+            for r in regions:
+                if r.name in old:
+                    r.chain.carry_over(old[r.name])
+        source_changed = new.source != self.cfg.source or model.input_size != self.model.input_size
+        outputs_changed = new.outputs != self.cfg.outputs or new.device != self.cfg.device
+        self.cfg, self.model, self.regions = new, model, regions
+        self.stats.extra["model"] = model.info
+        if source_changed and self.capture is not None:
+            log.info("source changed: reopening the camera")
+            self.capture.stop()
+            self._start_capture()
+        if outputs_changed and self.outbox is not None:
+            self.outbox.close()
+            self._start_outbox()
+        log.info("config reloaded from %s", path)
+        return True
+
+    # --------------------------------------------------------------- the loop
+    def classify(self, frame: Frame) -> list[tuple[Result, list[Event]]]:
+        """One invoke and one chain step per region; returns (result, events) per region."""
+        out = []
+        invoke_ms = 0.0
+        for region in self.regions:
+            probs = self.model.classify(frame.rgb, region.box)
+            invoke_ms += self.model.invoke_ms
+            out.append(region.chain.process(frame.seq, frame.ts, probs))
+        self._invoke_ms = invoke_ms
+        return out
+
+    def run(self, max_frames: int | None = None, duration: float | None = None,
+            config_path: str | None = None) -> int:
+        self._start_outbox()
+        self._start_capture()
+        deadline = time.monotonic() + duration if duration else None
+        min_period = 1.0 / self.cfg.inference.max_fps if self.cfg.inference.max_fps else 0.0
+        next_due = 0.0
+        done = 0
+        last_stats = time.monotonic()
+        cpu0 = time.process_time()
+        try:
+            while not self.stop_event.is_set():
+                if self.reload_event.is_set():
+                    self.reload_event.clear()
+                    if self.hooks:
+                        self.hooks.on_reload()
+                    self.reload(config_path)
+                    min_period = (1.0 / self.cfg.inference.max_fps
+                                  if self.cfg.inference.max_fps else 0.0)
+                if deadline and time.monotonic() >= deadline:
+                    break
+                if min_period:
+                    wait = next_due - time.monotonic()
+                    if wait > 0 and self.stop_event.wait(wait):
+                        break
+                frame = self.slot.get(timeout=0.5)
+                if frame is None:
+                    if self.slot.closed:
+                        break  # a finite source ended
+                    self._periodic(last_stats)
+                    continue
+                next_due = max(next_due + min_period, time.monotonic()) if min_period else 0.0
+                per_region = self.classify(frame)
+                results = [r for r, _ in per_region]
+                events = [e for _, evs in per_region for e in evs]
+                now = time.monotonic()
+                cpu = time.process_time()
+                self.stats.frame_classified(self._invoke_ms, (now - frame.mono) * 1000, cpu - cpu0)
+                cpu0 = cpu
+                for e in events:
+                    self.stats.event(e.label, e.type)
+                self.stats.active = sorted({f"{r.roi}:{a}" if r.roi else a
+                                            for r in results for a in r.active})
+                for result, evs in per_region:
+                    self.outbox.publish(result, evs, frame)
+                self.live.update(frame, results, events)
+                if self.printer:
+                    self.printer(results, events)
+                if self.hooks:
+                    self.hooks.on_frame_classified(self.status_text())
+                done += 1
+                if max_frames and done >= max_frames:
+                    break
+                last_stats = self._periodic(last_stats)
+        finally:
+            if self.hooks:
+                self.hooks.on_stop()
+            self.capture.stop()
+            self.outbox.close()
+            log.info(self.stats.line())
+        return 0
+
+    def _periodic(self, last: float) -> float:
+        every = self.cfg.service.stats_every_s
+        now = time.monotonic()
+        if every and now - last >= every:
+            log.info(self.stats.line())
+            return now
+        return last
+
+    def status_text(self) -> str:
+        s = self.stats.snapshot()
+        active = ", ".join(s["active"]) or "none"
+        return f"{s['classify_fps']:.1f} fps, dropped {s['frames_dropped']}, active: {active}"
+
+
+def apply_overrides(cfg, args) -> Any:
+    """--source / --model / --demo on top of the config file."""
+    updates: dict = {}
+    if getattr(args, "demo", False):
+        from edge.demo import demo_clip
+
+        clip = demo_clip()
+        updates["source"] = cfg.source.model_copy(
+            update={"kind": "opencv", "device": str(clip), "loop": True}
+        )
+    if getattr(args, "source", None):
+        from edge.capture import source_from_string
+
+        updates["source"] = source_from_string(args.source, cfg.source)
+    if getattr(args, "model", None):
+        updates["model"] = cfg.model.model_copy(update={"path": args.model})
+    return cfg.model_copy(update=updates) if updates else cfg
+
+
+def run_from_args(args) -> int:
+    """`edge run`: load config and model, start the service hooks and the web page, loop."""
+    import argparse
+
+    from edge import service
+    from edge.cli import model_from_args
+
+    path = args.config or (str(configmod.DEFAULT_PATH) if configmod.DEFAULT_PATH.exists() else None)
+    cfg = apply_overrides(configmod.load(path), args)
+    blank = argparse.Namespace(model=None, labels=None, backend=None, threads=None, resize=None)
+    model = model_from_args(blank, cfg.model)
+    configmod.check_labels(cfg, model.labels, path or "<defaults>")
+    log.info("%s", __import__("edge.cli", fromlist=["model_line"]).model_line(model))
+    hooks = service.ServiceHooks(service.Notifier.from_env(), cfg.service.status_every_s)
+    pipe = Pipeline(cfg, model, no_drop=args.no_drop, printer=Printer(args.json), hooks=hooks)
+    signals = service.install_signal_handlers(
+        on_reload=pipe.reload_event.set, on_stop=pipe.stop_event.set
+    )
+    web = None
+    try:
+        if cfg.web.enabled:
+            try:
+                from edge.web import start_web
+            except ImportError:
+                start_web = None
+            if start_web:
+                web = start_web(cfg.web, pipe)
+        with service.PidFile(service.pidfile_for_run(cfg.service.pidfile)):
+            return pipe.run(args.max_frames, args.duration, path)
+    finally:
+        if web is not None:
+            web.stop()
+        signals.restore()

@@ -1,0 +1,71 @@
+"""`threshold`: zero the scores below a threshold (a default and per-label values)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import numpy as np
+from pydantic import Field
+
+from edge import labels as labelmatch
+from edge.config import Strict
+from edge.postprocess import STAGES
+from edge.postprocess.base import Scores, per_label
+
+Level = Annotated[float, Field(ge=0, le=1)]
+
+
+class ThresholdParams(Strict):
+    default: Level = Field(0.5, description="threshold for every label not listed (0..1)")
+    per_label: dict[str, Level] = Field(
+        default_factory=dict,
+        description="label name or glob -> its threshold (0..1); a later entry overrides an "
+        "earlier one for the labels both match",
+    )
+
+
+@STAGES.register("threshold")
+class Threshold:
+    """Keep the labels whose score reaches a threshold (a default and per-label ones).
+
+    Scores below their label's threshold become 0. The labels passing (with a threshold above
+    0) form the active set, unless a later hysteresis stage decides it.
+    """
+
+    Params = ThresholdParams
+
+    @staticmethod
+    def labels_in(params) -> list[tuple[tuple, str]]:
+        return [(("per_label", p), p) for p in params.per_label]
+
+    @staticmethod
+    def labels_out(params, labels: list[str]) -> list[str]:
+        return labels
+
+    def __init__(self, params, labels: list[str]) -> None:
+        self.params, self.labels = params, labels
+        self.thr = per_label(params.default, params.per_label, labels)
+        self.counts = self.thr > 0  # a 0 threshold passes everything without making it active
+
+    def levels(self) -> dict[str, dict]:
+        """label -> {"enter", "exit"} for the labels per_label names (web score bars)."""
+        named = {i for p in self.params.per_label for i in labelmatch.resolve(p, self.labels)}
+        return {
+            self.labels[i]: {"enter": float(self.thr[i]), "exit": float(self.thr[i])}
+            for i in sorted(named)
+        }
+
+    def __call__(self, s: Scores) -> Scores:
+        v = s.vec
+        keep = v >= self.thr
+        s.judged, s.vec = (s.labels, v), v * keep
+        passed = keep.nonzero()[0]  # few labels: the active set works on their indices only
+        if len(passed):
+            passed = passed[self.counts[passed] & (v[passed] > 0)]
+            if len(passed) > 1:
+                passed = passed[np.argsort(-v[passed], kind="stable")]
+        s.active = [s.labels[i] for i in passed]
+        return s
+
+    def carry_over(self, old) -> None:
+        """Stateless: the active set follows each frame's scores."""

@@ -1,0 +1,82 @@
+"""Frames the model was unsure about, saved with their scores for relabelling later."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+from pydantic import Field, model_validator
+
+from edge.events import iso_time
+from edge.sinks import SINKS
+from edge.sinks.base import FrameSinkParams, Item, Sink
+from edge.sinks.files import DiskBudget, jpeg, make_dir, slug, write_atomic
+
+MB = 1024 * 1024
+
+
+class CollectParams(FrameSinkParams):
+    dir: str = Field("/var/lib/edge/collect", description="where the JPEGs and .json go")
+    low: float = Field(0.3, ge=0, le=1, description="collect when the top score is >= low ...")
+    high: float = Field(0.6, ge=0, le=1, description="... and <= high (the uncertainty band)")
+    labels: list[str] = Field(
+        default_factory=list, description="only when the top label is one of these; []: any"
+    )
+    every_s: float = Field(
+        5.0, ge=0, description="at most one frame per ROI this often (consecutive frames repeat)"
+    )
+    max_mb: float = Field(200.0, gt=0, description="disk budget; the oldest files go first")
+    max_files: int = Field(1000, ge=0, description="image count limit; 0: only max_mb applies")
+    quality: int = Field(92, ge=1, le=100, description="JPEG quality")
+
+    @model_validator(mode="after")
+    def _band(self):
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
+        return self
+
+
+@SINKS.register("collect")
+class CollectSink(Sink):
+    """Save frames whose top score falls in an uncertainty band, for relabelling."""
+
+    Params = CollectParams
+    per_frame = True
+
+    def __init__(self, params: CollectParams, ctx) -> None:
+        super().__init__(params, ctx)
+        self.dir = make_dir(params.dir, "outputs.collect.dir")
+        self.budget = DiskBudget(
+            self.dir, ".jpg", int(params.max_mb * MB), params.max_files, companions=(".json",)
+        )
+        self.labels = set(params.labels)
+        self._last: dict[str | None, float] = {}  # frame loop: per ROI
+        self.state = "ok"
+
+    def offer(self, result, events, frame) -> Item | None:
+        if not result.top:
+            return None
+        label, score = result.top[0]
+        p = self.params
+        if not p.low <= score <= p.high or (self.labels and label not in self.labels):
+            return None
+        if frame.mono - self._last.get(result.roi, -p.every_s) < p.every_s:
+            return None
+        self._last[result.roi] = frame.mono
+        return Item([], result, frame)
+
+    def handle(self, item: Item) -> None:
+        r, frame = item.result, item.frame
+        label, score = r.top[0]
+        stem = f"{iso_time(r.ts).replace(':', '')}_{slug(r.roi)}_{slug(label)}_{score:.2f}_{r.seq}"
+        meta = {**r.to_dict(), "device": self.ctx.device, "model": self.ctx.model}
+        meta["image"] = f"{stem}.jpg"
+        bgr = cv2.cvtColor(frame.snapshot, cv2.COLOR_RGB2BGR)
+        write_atomic(self.dir / f"{stem}.json", (json.dumps(meta, indent=1) + "\n").encode())
+        write_atomic(self.dir / f"{stem}.jpg", jpeg(bgr, self.params.quality))
+        self.budget.add(self.dir / f"{stem}.jpg")
+        self.sent += 1
+        self.state = "ok"
+
+    def extra(self) -> dict:
+        return self.budget.stats()

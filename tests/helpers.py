@@ -1,0 +1,49 @@
+"""Small test utilities shared by several test files."""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge.metadata import _Table
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_edge(*args: str, env: dict | None = None, timeout: float = 120, cwd=None):
+    """Run `python -m edge ARGS` in this interpreter; returns the CompletedProcess."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "edge", *map(str, args)],
+        capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd or REPO,
+    )
+
+
+def rgb(path: Path) -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+
+
+def patch_input_channels(model: Path, out: Path, channels: int) -> Path:
+    """Copy a real model with its input tensor's last dimension rewritten (e.g. to 1)."""
+    buf = bytearray(model.read_bytes())
+    root = _Table.root(bytes(buf))
+    sub = root.tables(2)[0]
+    tensors = sub.tables(0)
+    start, n = sub._vector(1)
+    first_input = struct.unpack_from("<i", buf, start)[0]
+    shape_start, dims = tensors[first_input]._vector(0)
+    struct.pack_into("<i", buf, shape_start + 4 * (dims - 1), channels)
+    out.write_bytes(bytes(buf))
+    return out
+
+
+def backend_name() -> str:
+    from edge.model import select_backend
+
+    return select_backend("auto")[0]

@@ -1,0 +1,500 @@
+"""Sources and the capture thread, on real videos and photos (the Pi camera via a stand-in)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import fake_picamera2
+import numpy as np
+import pytest
+
+from edge.capture import CaptureThread, LatestFrame, apply_source, open_source, parse_source
+from edge.capture.auto import detect
+from edge.capture.base import Frame, SourceError
+from edge.capture.files import FilesSource
+from edge.capture.opencv import OpenCVSource
+from edge.capture.picamera2 import Picamera2Source, yuv420_to_rgb
+from edge.config import SourceConfig
+from edge.demo import make_clip
+from edge.errors import EdgeError
+from edge.stats import Stats
+
+MODEL_SIZE = (224, 224)
+
+
+def rgb_of(path: Path) -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+
+
+def video_cfg(path, **kw) -> SourceConfig:
+    return SourceConfig(kind="opencv", device=str(path), **{"realtime": False, **kw})
+
+
+def fast(**kw) -> SourceConfig:
+    """Short timeouts and backoff so failure tests run in well under a second each."""
+    base = {"stall_timeout_s": 0.3, "backoff_initial_s": 0.05, "backoff_max_s": 0.4}
+    return SourceConfig(**{**base, **kw})
+
+
+def collect(slot: LatestFrame, n: int | None = None, timeout: float = 10.0) -> list[Frame]:
+    """Frames from the slot until it closes (or n frames, or the timeout)."""
+    frames: list[Frame] = []
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and (n is None or len(frames) < n):
+        f = slot.get(0.1)
+        if f is not None:
+            frames.append(f)
+        elif slot.closed:
+            break
+    return frames
+
+
+def wait_for(pred, timeout: float = 5.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+class Wrapped:
+    """A live source around a real one, misbehaving on cue (raise or block after k frames)."""
+
+    def __init__(self, inner, fail_after=None, block_after=None, gate=None, log=None):
+        self.inner, self.fail_after, self.block_after = inner, fail_after, block_after
+        self.gate = gate or threading.Event()
+        self.log = log if log is not None else []
+        self.name, self.live, self.n = "wrapped", True, 0
+
+    def open(self):
+        self.log.append(("open", time.monotonic(), self))
+        self.inner.open()
+
+    def read(self):
+        self.n += 1
+        if self.fail_after is not None and self.n > self.fail_after:
+            raise SourceError("device went away")
+        if self.block_after is not None and self.n > self.block_after:
+            self.gate.wait()  # a driver call that does not return
+        return self.inner.read()
+
+    def close(self):
+        self.log.append(("close", time.monotonic(), self))
+        self.inner.close()
+
+
+# ------------------------------------------------------------------ files
+
+
+def test_files_folder_glob_and_single_image(images):
+    src = FilesSource(str(images))
+    src.open()
+    got = []
+    while (out := src.read()) is not None:
+        got.append(out)
+    names = sorted(p.name for p in images.iterdir() if p.suffix in (".bmp", ".jpg"))
+    assert [p.name for p in src.files] == names
+    assert len(got) == len(names) == 7
+    first_rgb, full = got[0]
+    assert full is None and first_rgb.shape[2] == 3
+    assert np.array_equal(first_rgb, rgb_of(images / names[0]))  # RGB, not BGR
+
+    g = FilesSource(str(images / "*.bmp"))
+    g.open()
+    assert [p.name for p in g.files] == sorted(p.name for p in images.glob("*.bmp"))
+
+    one = FilesSource(str(images / "owl.jpg"), loop=True)
+    one.open()
+    assert all(np.array_equal(one.read()[0], rgb_of(images / "owl.jpg")) for _ in range(3))
+
+
+def test_files_errors_name_the_file(images, tmp_path):
+    with pytest.raises(SourceError, match="does not exist"):
+        FilesSource(str(tmp_path / "nope")).open()
+    with pytest.raises(SourceError, match="matches no files"):
+        FilesSource(str(tmp_path / "*.png")).open()
+    (tmp_path / "a.bmp").symlink_to(images / "cat.bmp")
+    (tmp_path / "b.jpg").write_bytes(b"not a jpeg at all")
+    src = FilesSource(str(tmp_path))
+    src.open()
+    assert src.read() is not None
+    with pytest.raises(SourceError, match=r"b\.jpg: cannot read"):
+        src.read()
+
+
+def test_files_read_error_fails_capture_after_good_frames(images, tmp_path):
+    (tmp_path / "a.bmp").symlink_to(images / "cat.bmp")
+    (tmp_path / "b.jpg").write_bytes(b"garbage")
+    cfg = fast(kind="files", path=str(tmp_path), realtime=False)
+    stats = Stats()
+    slot = LatestFrame(stats, no_drop=True)
+    cap = CaptureThread(lambda: open_source(cfg, MODEL_SIZE), slot, stats, cfg).start()
+    frames = collect(slot)
+    cap.join(2)
+    assert [f.seq for f in frames] == [0]
+    assert slot.closed and cap.state == "failed" and "b.jpg" in cap.error
+    assert stats.reconnects == 0  # a broken file is not retried forever
+
+
+# ------------------------------------------------------------------ opencv video files
+
+
+def test_video_file_frames_then_end(demo_clip):
+    src = OpenCVSource(video_cfg(demo_clip))
+    assert not src.live and not src.check_stale
+    src.open()
+    frames = []
+    while (out := src.read()) is not None:
+        frames.append(out[0])
+    src.close()
+    assert len(frames) == 60
+    cap = cv2.VideoCapture(str(demo_clip))
+    ok, bgr = cap.read()
+    assert ok and np.array_equal(frames[0], cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    assert frames[0].shape == (480, 640, 3)
+
+
+def test_video_loop_and_realtime_pacing(demo_clip):
+    src = OpenCVSource(video_cfg(demo_clip, loop=True))
+    src.open()
+    assert all(src.read() is not None for _ in range(130))  # past the end twice
+    src.close()
+
+    paced = OpenCVSource(video_cfg(demo_clip, realtime=True))
+    paced.open()
+    t0 = time.monotonic()
+    for _ in range(16):
+        paced.read()
+    elapsed = time.monotonic() - t0
+    paced.close()
+    assert 0.4 <= elapsed <= 0.9, elapsed  # 15 frame periods at the clip's 30 fps
+
+
+def test_stale_frames_are_a_stall(tmp_path, images, demo_clip):
+    still = make_clip(tmp_path / "still.avi", images, names=("cat.bmp",), frames_per_image=40)
+    src = OpenCVSource(video_cfg(still, stale_frames=20), check_stale=True)
+    src.open()
+    with pytest.raises(SourceError, match="20 identical frames") as err:
+        for n in range(1, 41):  # noqa: B007
+            src.read()
+    src.close()
+    assert err and n in (20, 21)  # FFmpeg decodes the very first frame slightly differently
+    # 10 identical frames per photo stay under the limit: no false alarm
+    ok = OpenCVSource(video_cfg(demo_clip, stale_frames=20), check_stale=True)
+    ok.open()
+    assert sum(1 for _ in iter(ok.read, None)) == 60
+
+
+# ------------------------------------------------------------------ latest-frame slot
+
+
+def frame(seq: int) -> Frame:
+    return Frame(seq, time.time(), time.monotonic(), np.zeros((2, 2, 3), np.uint8))
+
+
+def test_slot_replaces_unread_frames_and_counts_drops():
+    stats = Stats()
+    slot = LatestFrame(stats)
+    for i in range(3):
+        assert slot.put(frame(i))
+    assert slot.get(0).seq == 2 and stats.dropped == 2
+    t0 = time.monotonic()
+    assert slot.get(0.2) is None and 0.15 < time.monotonic() - t0 < 1.0
+    waiter = threading.Thread(target=lambda: slot.get(5))
+    waiter.start()
+    time.sleep(0.05)
+    slot.close()
+    waiter.join(1)
+    assert not waiter.is_alive() and slot.closed and not slot.put(frame(3))
+
+
+def test_slot_no_drop_waits_for_the_consumer():
+    stats = Stats()
+    slot = LatestFrame(stats, no_drop=True)
+    got = []
+    producer = threading.Thread(target=lambda: [slot.put(frame(i)) for i in range(20)])
+    producer.start()
+    time.sleep(0.05)
+    assert producer.is_alive()  # blocked: frame 1 waits for frame 0 to be taken
+    while len(got) < 20:
+        got.append(slot.get(1).seq)
+    producer.join(1)
+    assert got == list(range(20)) and stats.dropped == 0
+
+
+# ------------------------------------------------------------------ capture thread
+
+
+def test_capture_no_drop_delivers_every_frame_in_order(demo_clip):
+    cfg = video_cfg(demo_clip)
+    stats = Stats()
+    slot = LatestFrame(stats, no_drop=True)
+    cap = CaptureThread(lambda: open_source(cfg, MODEL_SIZE), slot, stats, cfg).start()
+    frames = []
+    for f in iter(lambda: slot.get(2), None):
+        time.sleep(0.002)  # a consumer slower than decoding
+        frames.append(f)
+    cap.join(2)
+    assert [f.seq for f in frames] == list(range(60))
+    assert all(b.mono >= a.mono for a, b in zip(frames, frames[1:], strict=False))
+    assert slot.closed and cap.state == "ended" and not cap.is_alive()
+    assert stats.captured == 60 and stats.dropped == 0
+    direct = OpenCVSource(cfg)
+    direct.open()
+    for f in frames[:12]:
+        assert np.array_equal(f.rgb, direct.read()[0])
+
+
+def test_capture_counts_drops_for_a_slow_consumer(demo_clip):
+    cfg = video_cfg(demo_clip, realtime=True)  # 30 fps, like a camera
+    stats = Stats()
+    slot = LatestFrame(stats)
+    cap = CaptureThread(lambda: open_source(cfg, MODEL_SIZE), slot, stats, cfg).start()
+    got = []
+    for f in iter(lambda: slot.get(2), None):
+        got.append(f.seq)
+        time.sleep(0.1)  # inference at 10 fps
+    cap.stop()
+    assert stats.captured == 60 and stats.dropped >= 30
+    assert len(got) + stats.dropped == 60  # every frame either classified or counted
+    assert got == sorted(got) and got[-1] == 59  # the newest frame always wins
+
+
+def test_reconnects_with_backoff_until_the_video_appears(tmp_path, demo_clip):
+    path = tmp_path / "later.avi"
+    cfg = fast(kind="opencv", device=str(path), realtime=False)
+    log: list = []
+    stats = Stats()
+    slot = LatestFrame(stats, no_drop=True)
+
+    def make():
+        log.append(time.monotonic())
+        return open_source(cfg, MODEL_SIZE)
+
+    cap = CaptureThread(make, slot, stats, cfg).start()
+    assert wait_for(lambda: len(log) >= 5)
+    assert cap.state in ("reconnecting", "failed") and "no such video file" in cap.error
+    shutil.copy(demo_clip, tmp_path / "tmp.avi")
+    os.replace(tmp_path / "tmp.avi", path)  # appears whole
+    frames = collect(slot)
+    cap.join(2)
+    assert len(frames) == 60 and cap.state == "ended"
+    gaps = np.diff(log[:5])  # 0.05, 0.1, 0.2, 0.4 (then capped; "failed" at the cap)
+    want = [0.05, 0.1, 0.2, 0.4]
+    assert all(0.8 * w <= g <= w + 0.25 for g, w in zip(gaps, want, strict=True)), gaps
+
+
+def test_read_errors_reconnect_and_seq_continues(demo_clip):
+    cfg = fast(kind="opencv", device=str(demo_clip), realtime=False, loop=True)
+    opens: list = []
+    count = {"n": 0}
+    stats = Stats()
+    slot = LatestFrame(stats, no_drop=True)
+
+    def make():
+        count["n"] += 1
+        fail = 10 if count["n"] <= 2 else None  # the first two connections die after 10 frames
+        return Wrapped(OpenCVSource(cfg), fail_after=fail, log=opens)
+
+    cap = CaptureThread(make, slot, stats, cfg).start()
+    frames = collect(slot, n=35)
+    cap.stop()
+    assert [f.seq for f in frames] == list(range(35))
+    assert stats.reconnects == 2 and cap.state == "stopped"
+    times = [t for what, t, _ in opens if what == "open"]
+    # a connection that delivered frames resets the backoff to the initial delay
+    assert all(g < 0.05 + 0.2 for g in np.diff(times))
+    assert sum(1 for what, *_ in opens if what == "close") == 3  # every source closed
+
+
+def test_watchdog_abandons_a_read_that_never_returns(demo_clip):
+    cfg = fast(kind="opencv", device=str(demo_clip), realtime=False, loop=True)
+    gate = threading.Event()
+    log: list = []
+    count = {"n": 0}
+    stats = Stats()
+    slot = LatestFrame(stats)
+
+    def make():
+        count["n"] += 1
+        block = 5 if count["n"] == 1 else None
+        return Wrapped(OpenCVSource(cfg), block_after=block, gate=gate, log=log)
+
+    cap = CaptureThread(make, slot, stats, cfg).start()
+    assert wait_for(lambda: stats.source_state == "reconnecting", 2.0)
+    assert "stall" in stats.source_error and "read did not return" in stats.source_error
+    assert wait_for(lambda: count["n"] == 2 and stats.source_state == "running", 2.0)
+    first = collect(slot, n=3)
+    assert first and first[0].seq >= 5  # numbering continues on the new connection
+    stuck = log[0][2]
+    assert ("close", stuck) not in [(w, s) for w, _, s in log]
+    gate.set()  # the driver call finally returns: the abandoned reader closes its source
+    assert wait_for(lambda: ("close", stuck) in [(w, s) for w, _, s in log], 2.0)
+    cap.stop()
+
+
+def test_stop_is_prompt_even_with_a_read_stuck(demo_clip):
+    cfg = fast(kind="opencv", device=str(demo_clip), realtime=False, stall_timeout_s=30)
+    gate = threading.Event()
+    stats = Stats()
+    slot = LatestFrame(stats)
+    cap = CaptureThread(
+        lambda: Wrapped(OpenCVSource(cfg), block_after=2, gate=gate), slot, stats, cfg
+    ).start()
+    assert wait_for(lambda: stats.captured == 2)
+    t0 = time.monotonic()
+    cap.stop(timeout=0.5)
+    assert time.monotonic() - t0 < 1.0 and not cap.is_alive() and slot.closed
+    gate.set()
+
+
+# ------------------------------------------------------------------ picamera2 (stand-in)
+
+
+@pytest.fixture
+def picam(monkeypatch, images):
+    """Install the picamera2 stand-in; returns a function making a module per platform."""
+
+    def install(platform="VC4", cameras=None):
+        mod = fake_picamera2.make_module(
+            [images / n for n in ("cat.bmp", "bird.bmp", "grace_hopper.bmp")], platform, cameras
+        )
+        monkeypatch.setitem(sys.modules, "picamera2", mod)
+        return mod
+
+    return install
+
+
+def expected(images, i, size=MODEL_SIZE) -> np.ndarray:
+    name = ("cat.bmp", "bird.bmp", "grace_hopper.bmp")[i % 3]
+    return cv2.resize(rgb_of(images / name), size, interpolation=cv2.INTER_AREA)
+
+
+def test_picamera2_pi4_lores_yuv420_at_model_size(picam, images):
+    mod = picam("VC4")
+    cfg = SourceConfig(kind="picamera2", stall_timeout_s=2.0, fps=60)
+    src = open_source(cfg, MODEL_SIZE)
+    assert isinstance(src, Picamera2Source)
+    src.open()
+    cam = mod.Picamera2.fake_instances[0]
+    conf = cam.camera_configuration()
+    assert conf["lores"]["format"] == "YUV420" and conf["lores"]["size"] == MODEL_SIZE
+    assert conf["lores"]["stride"] > MODEL_SIZE[0]  # padded rows: exercises the crop
+    assert conf["main"]["format"] == "BGR888" and conf["main"]["size"] == (640, 480)
+    assert conf["controls"]["FrameRate"] == 60 and conf["buffer_count"] >= 2
+    frames = [src.read() for _ in range(12)]  # more frames than buffers: all released
+    assert cam.fake_outstanding() == 0 and cam.fake_delivered == cam.fake_released == 12
+    assert cam.fake_waits == [2.0] * 12
+    for rgb, full in frames[:6]:
+        assert rgb.shape == (224, 224, 3) and rgb.flags.c_contiguous
+        assert full.shape == (480, 640, 3)
+    # the photo behind each frame, after the ISP's scaling and 4:2:0 chroma, is what we get
+    seq = [min(range(3), key=lambda i: np.abs(rgb.astype(int) - expected(images, i)).mean())
+           for rgb, _ in frames[:3]]  # fmt: skip
+    for (rgb, _), i in zip(frames[:3], seq, strict=True):
+        assert np.abs(rgb.astype(int) - expected(images, i)).mean() < 3.0
+    src.close()
+    assert cam.fake_calls[-3:] == ["stop", "close", "stop"]  # stop, then close (which stops)
+    src.open()  # the camera was released: it opens again
+    src.close()
+
+
+def test_yuv420_conversion_is_i420_not_yv12(images):
+    rgb = expected(images, 2)
+    stride = 256
+    yuv = fake_picamera2.encode(rgb, "YUV420", MODEL_SIZE, 32)
+    arr = np.frombuffer(yuv, np.uint8).reshape(224 * 3 // 2, stride)
+    ours = np.abs(yuv420_to_rgb(arr, 224).astype(int) - rgb).mean()
+    yv12 = cv2.cvtColor(arr, cv2.COLOR_YUV420p2RGB)[:, :224]  # the tempting wrong one
+    assert ours < 3.0 < np.abs(yv12.astype(int) - rgb).mean()
+
+
+def test_picamera2_pi5_lores_rgb(picam, images):
+    mod = picam("PISP")
+    src = open_source(SourceConfig(kind="picamera2"), MODEL_SIZE)
+    src.open()
+    cam = mod.Picamera2.fake_instances[0]
+    # picamera2's "BGR888" has bytes R,G,B: an RGB array with no conversion at all
+    assert cam.camera_configuration()["lores"]["format"] == "BGR888"
+    rgb, _ = src.read()
+    assert any(np.array_equal(rgb, expected(images, i)) for i in range(3))
+    src.close()
+    picam("VC4")
+    with pytest.raises(SourceError, match="needs a Pi 5"):
+        open_source(SourceConfig(kind="picamera2", lores_format="RGB888"), MODEL_SIZE).open()
+
+
+def test_picamera2_stall_times_out_and_reconnects(picam):
+    mod = picam("VC4")
+    cfg = fast(kind="picamera2", fps=60)
+    stats = Stats()
+    slot = LatestFrame(stats)
+    cap = CaptureThread(lambda: open_source(cfg, MODEL_SIZE), slot, stats, cfg).start()
+    assert collect(slot, n=3)
+    cam = mod.Picamera2.fake_instances[0]
+    cam.fake_stalled = True  # the ribbon cable comes loose
+    assert wait_for(lambda: stats.source_state in ("reconnecting", "failed"), 2.0)
+    assert "no frame within 0.3 s" in stats.source_error  # capture_request(wait=) raised
+    assert "cancel_all_and_flush" in cam.fake_calls and cam.fake_calls[-1] == "stop"
+    assert cam.fake_outstanding() == 0 and not cam._job_list
+    type(cam).fake_stalled = False  # cable back: new instances deliver frames
+    assert wait_for(lambda: stats.source_state == "running", 3.0)
+    assert collect(slot, n=3)
+    cap.stop()
+    assert all(not c.is_open and c.fake_outstanding() == 0 for c in mod.Picamera2.fake_instances)
+
+
+def test_auto_prefers_the_pi_camera(picam, monkeypatch, tmp_path):
+    picam("VC4")
+    assert detect(tmp_path / "video0") == ("picamera2", 0)
+    assert isinstance(open_source(SourceConfig(), MODEL_SIZE), Picamera2Source)
+    usb_only = [{"Model": "uvc", "Id": "/base/axi/pcie@120000/rp1/usb@480000-1:1.0-046d:0825",
+                 "Num": 0}]  # fmt: skip
+    picam("VC4", cameras=usb_only)
+    (tmp_path / "video0").touch()
+    assert detect(tmp_path / "video0") == ("opencv", str(tmp_path / "video0"))
+    monkeypatch.setitem(sys.modules, "picamera2", None)  # not installed
+    with pytest.raises(EdgeError, match="--source"):
+        detect(tmp_path / "missing")
+
+
+# ------------------------------------------------------------------ --source strings
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ("0", {"kind": "opencv", "device": 0}),
+        ("/dev/video2", {"kind": "opencv", "device": "/dev/video2"}),
+        ("rtsp://cam.local:554/stream", {"kind": "opencv", "device": "rtsp://cam.local:554/stream"}),
+        ("http://127.0.0.1:8081/video.mjpg", {"kind": "opencv"}),
+        ("clips/porch.MP4", {"kind": "opencv", "device": "clips/porch.MP4"}),
+        ("photos/*.jpg", {"kind": "files", "path": "photos/*.jpg"}),
+        ("cat.bmp", {"kind": "files", "path": "cat.bmp"}),
+        ("picamera2", {"kind": "picamera2", "device": 0}),
+        ("picamera2:1", {"kind": "picamera2", "device": 1}),
+        ("auto", {"kind": "auto"}),
+    ],
+)
+def test_parse_source(text, want):
+    assert parse_source(text).items() >= want.items()
+
+
+def test_parse_source_folder_and_errors(tmp_path):
+    assert parse_source(str(tmp_path)) == {"kind": "files", "path": str(tmp_path)}
+    cfg = apply_source(SourceConfig(width=320, height=240), str(tmp_path))
+    assert cfg.kind == "files" and cfg.width == 320
+    with pytest.raises(EdgeError, match="no such file or folder"):
+        parse_source(str(tmp_path / "nothing"))
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(EdgeError, match="cannot tell"):
+        parse_source(str(tmp_path / "notes.txt"))
+    with pytest.raises(EdgeError, match="source.path"):
+        open_source(SourceConfig(kind="files"), MODEL_SIZE)
