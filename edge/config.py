@@ -285,12 +285,12 @@ def _positions(node, path=(), out=None) -> dict[tuple, tuple[int, int]]:
     return out
 
 
-def _interpolate(value: Any, where: str, path: tuple = ()) -> Any:
+def _interpolate(value: Any, where: str, path: tuple = (), pos: dict | None = None) -> Any:
     """${VAR} and ${VAR:-default} in strings, so secrets need not sit in the file."""
     if isinstance(value, dict):
-        return {k: _interpolate(v, where, (*path, k)) for k, v in value.items()}
+        return {k: _interpolate(v, where, (*path, k), pos) for k, v in value.items()}
     if isinstance(value, list):
-        return [_interpolate(v, where, (*path, i)) for i, v in enumerate(value)]
+        return [_interpolate(v, where, (*path, i), pos) for i, v in enumerate(value)]
     if isinstance(value, str) and "${" in value:
 
         def sub(m: re.Match) -> str:
@@ -300,12 +300,39 @@ def _interpolate(value: Any, where: str, path: tuple = ()) -> Any:
             if default is not None:
                 return default
             raise ConfigError(
-                f"{where}: {_dotted(path)}: environment variable {name} is not set "
+                f"{_at(where, pos or {}, path)}: {_dotted(path)}: environment variable {name} "
+                "is not set "
                 f"(set it, or write ${{{name}:-default}})"
             )
 
         return _ENV.sub(sub, value)
     return value
+
+
+def _at(where: str, pos: dict, path: tuple) -> str:
+    """file:line:col of a key path (or of its nearest parent the YAML text has)."""
+    p = tuple(path)
+    while p not in pos and p:
+        p = p[:-1]
+    line, col = pos.get(p, (1, 1))
+    return f"{where}:{line}:{col}"
+
+
+def _duplicate_key(node, path=()) -> tuple[tuple, yaml.Node] | None:
+    """The first key given twice in one mapping (YAML would silently keep the last)."""
+    if isinstance(node, yaml.MappingNode):
+        seen = set()
+        for k, v in node.value:
+            if k.value in seen:
+                return (*path, k.value), k
+            seen.add(k.value)
+            if found := _duplicate_key(v, (*path, k.value)):
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            if found := _duplicate_key(v, (*path, i)):
+                return found
+    return None
 
 
 def _dotted(loc: tuple) -> str:
@@ -354,12 +381,14 @@ def _explain(err: dict, data: Any, registries: dict) -> tuple[tuple, str]:
         close = difflib.get_close_matches(given, names, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         return (*path, given), f"unknown {what} {given!r}{hint} (known: {', '.join(names)})"
-    msg = err["msg"]
+    msg = err["msg"].removeprefix("Value error, ")
     if kind == "literal_error" and "expected" in ctx:
         msg = f"must be one of {ctx['expected']}"
     if path and kind != "missing":
         given = _given(data, path)
-        if not isinstance(given, (dict, list)):
+        if not isinstance(given, (dict, list)) or (
+            isinstance(given, list) and len(repr(given)) <= 60
+        ):
             msg += f" (given: {given!r})"
     if kind == "missing":
         path = (*path, err["loc"][-1]) if err["loc"] else path
@@ -371,15 +400,40 @@ def _format_errors(e: ValidationError, data: Any, where: str, pos: dict) -> str:
     from edge.sinks import SINKS
 
     registries = {"postprocess": STAGES, "outputs": SINKS}
-    lines = []
+    found: dict[tuple, list[str]] = {}
     for err in e.errors(include_url=False):
         path, msg = _explain(err, data, registries)
-        p = path
-        while p not in pos and p:
-            p = p[:-1]
-        line, col = pos.get(p, (1, 1))
-        lines.append(f"{where}:{line}:{col}: {_dotted(path)}: {msg}")
-    return "\n".join(dict.fromkeys(lines))
+        found.setdefault(path, [])
+        if msg not in found[path]:
+            found[path].append(msg)
+    lines = []
+    for path, msgs in found.items():
+        if len(msgs) > 1 and any(p[: len(path)] == path and p != path for p in found):
+            continue  # union members that did not fit at all, beside one that went deeper
+        lines.append(f"{_at(where, pos, path)}: {_dotted(path)}: {_merge_union(msgs)}")
+    return "\n".join(lines)
+
+
+_GIVEN = re.compile(r" \(given: .*\)$")
+
+
+def _merge_union(msgs: list[str]) -> str:
+    """'should be >= 1' and 'must be one of 'auto'' for one value -> one line with both."""
+    if len(msgs) == 1:
+        return msgs[0]
+    given = next((m.group(0) for m in map(_GIVEN.search, msgs) if m), "")
+    alts = []
+    for msg in msgs:
+        msg = _GIVEN.sub("", msg).removeprefix("Input should be ").removeprefix("must be ")
+        msg = msg.split(", unable to parse")[0]
+        msg = re.sub(r"a valid dictionary or instance of \w+", "a mapping", msg)
+        if msg.startswith("one of ") and "," not in msg:
+            msg = msg.removeprefix("one of ")
+        alts.append(msg)
+    fitted = [m for m in msgs if "should be a valid" not in m and "must be one of" not in m]
+    if not given and len(fitted) == 1 < len(msgs):
+        return fitted[0]  # a mapping or list: the member it fits says what is wrong inside
+    return "should be " + " or ".join(dict.fromkeys(alts)) + given
 
 
 def parse(text: str, where: str = "<config>"):
@@ -397,11 +451,17 @@ def parse(text: str, where: str = "<config>"):
     if not isinstance(data, dict):
         raise ConfigError(f"{where}:1:1: the top level must be a mapping of options (key: value)")
     pos = _positions(node) if node is not None else {}
-    data = _interpolate(data, where)
+    if dup := _duplicate_key(node):
+        path, key = dup
+        line, col = key.start_mark.line + 1, key.start_mark.column + 1
+        raise ConfigError(f"{where}:{line}:{col}: {_dotted(path)}: key given twice")
+    data = _interpolate(data, where, (), pos)
     try:
-        return config_model().model_validate(data)
+        cfg = config_model().model_validate(data)
     except ValidationError as e:
         raise ConfigError(_format_errors(e, data, where, pos)) from None
+    cfg.__dict__["_pos"], cfg.__dict__["_where"] = pos, where  # for check_labels
+    return cfg
 
 
 def load(path: str | Path | None) -> Any:
@@ -435,6 +495,9 @@ def check_labels(cfg, labels: list[str], where: str = "<config>") -> None:
     from edge.postprocess import STAGES
 
     known = list(labels)
+    pos = cfg.__dict__.get("_pos", {})
+    if where == "<config>":
+        where = cfg.__dict__.get("_where", where)
     problems = []
     for i, (name, params) in enumerate(spec_items(cfg.postprocess)):
         stage = STAGES[name]
@@ -442,8 +505,12 @@ def check_labels(cfg, labels: list[str], where: str = "<config>") -> None:
             if not labelmatch.resolve(label, known):
                 close = labelmatch.suggest(label, known)
                 hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-                path = _dotted(("postprocess", i, name, *loc))
-                problems.append(f"{where}: {path}: {label!r} is not a label of the model{hint}")
+                path = ("postprocess", i, name, *loc)
+                glob = labelmatch.GLOB_CHARS & set(label)
+                what = "matches no label" if glob else "is not a label"
+                problems.append(
+                    f"{_at(where, pos, path)}: {_dotted(path)}: {label!r} {what} of the model{hint}"
+                )
         known = stage.labels_out(params, known)
     if problems:
         raise ConfigError("\n".join(problems))

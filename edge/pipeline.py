@@ -162,7 +162,10 @@ class Pipeline:
         self.stats.extra["model"] = model.info
         if source_changed and self.capture is not None:
             log.info("source changed: reopening the camera")
-            self.capture.stop()
+            from edge.capture.runner import LatestFrame
+
+            self.capture.stop()  # closes the old slot: the loop reads from the new one
+            self.slot = LatestFrame(self.stats, no_drop=self.no_drop)
             self._start_capture()
         if outputs_changed and self.outbox is not None:
             self.outbox.close()
@@ -259,19 +262,19 @@ class Pipeline:
 
 
 def apply_overrides(cfg, args) -> Any:
-    """--source / --model / --demo on top of the config file."""
-    updates: dict = {}
+    """--demo / --source / --model / --no-drop on top of the config file."""
+    from edge.capture import apply_source
+
+    source = cfg.source
     if getattr(args, "demo", False):
         from edge.demo import demo_clip
 
-        clip = demo_clip()
-        updates["source"] = cfg.source.model_copy(
-            update={"kind": "opencv", "device": str(clip), "loop": True}
-        )
+        source = apply_source(source, str(demo_clip())).model_copy(update={"loop": True})
     if getattr(args, "source", None):
-        from edge.capture import source_from_string
-
-        updates["source"] = source_from_string(args.source, cfg.source)
+        source = apply_source(source, args.source)
+    if getattr(args, "no_drop", False):
+        source = source.model_copy(update={"realtime": False})  # as fast as it can be read
+    updates: dict = {"source": source} if source != cfg.source else {}
     if getattr(args, "model", None):
         updates["model"] = cfg.model.model_copy(update={"path": args.model})
     return cfg.model_copy(update=updates) if updates else cfg

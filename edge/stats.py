@@ -9,12 +9,35 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
+from bisect import bisect_left
 from collections import deque
 from pathlib import Path
 
 import numpy as np
 
 RING = 512  # samples kept for rates and percentiles
+SECONDS_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+class Histogram:
+    """Cumulative counts per bucket since start, for Prometheus (the rings forget old samples).
+
+    Bucket i counts values <= bounds[i]; the last one counts the rest (+Inf).
+    """
+
+    def __init__(self, bounds: tuple[float, ...] = SECONDS_BUCKETS) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def copy(self) -> Histogram:
+        h = Histogram(self.bounds)
+        h.counts, h.sum = list(self.counts), self.sum
+        return h
 
 
 def _rate(times: deque, now: float, window: float = 5.0) -> float:
@@ -80,6 +103,8 @@ class Stats:
         self.latency_ms: deque[float] = deque(maxlen=RING)
         self.cpu_s: deque[float] = deque(maxlen=RING)  # process CPU seconds per classified frame
         self.events: dict[str, int] = {}
+        self.invoke_hist = Histogram()  # seconds, whole-frame invoke time
+        self.latency_hist = Histogram()  # seconds, capture to result
         self.active: list[str] = []
         self.extra: dict = {}  # e.g. model info, sink stats providers
 
@@ -103,6 +128,13 @@ class Stats:
             self.latency_ms.append(latency_ms)
             if cpu_s is not None:
                 self.cpu_s.append(cpu_s)
+            self.invoke_hist.observe(invoke_ms / 1000)
+            self.latency_hist.observe(latency_ms / 1000)
+
+    def histograms(self) -> dict[str, Histogram]:
+        """Copies of the cumulative histograms (seconds), taken under the lock."""
+        with self.lock:
+            return {"invoke": self.invoke_hist.copy(), "latency": self.latency_hist.copy()}
 
     def event(self, label: str, kind: str) -> None:
         with self.lock:

@@ -8,7 +8,7 @@
 #   EDGE_ARM64_CACHE      cache folder (default: REPO/.cache/arm64); reused while its keys match
 #   EDGE_HOST_PYTHON      x86 python with the project installed (default: REPO/.venv/bin/python)
 #   EDGE_ARM64_CPU        qemu CPU model (default: cortex-a72 = Pi 4; cortex-a76 = Pi 5)
-#   EDGE_ARM64_EXTRA_REQS extra requirements for the aarch64 install, space separated
+#   EDGE_ARM64_EXTRA_REQS extra requirements for the aarch64 install, space separated (name@URL)
 #   EDGE_ARM64_APT_SOURCES a deb822 sources file to use instead of the host's Debian sources
 #   EDGE_ASSETS           test assets (default: REPO/../shared/assets)
 set -euo pipefail

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
+import logging
 import os
 import shutil
 import sys
@@ -192,6 +195,36 @@ def test_stale_frames_are_a_stall(tmp_path, images, demo_clip):
     assert sum(1 for _ in iter(ok.read, None)) == 60
 
 
+@pytest.fixture
+def http_dir(tmp_path):
+    """A local HTTP server over tmp_path: (base URL, server)."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a: None
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}", srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_http_stream_end_reconnects_and_dead_server_times_out(demo_clip, http_dir, tmp_path):
+    base, srv = http_dir
+    shutil.copy(demo_clip, tmp_path / "live.avi")
+    cfg = fast(kind="opencv", device=f"{base}/live.avi", stall_timeout_s=0.5)
+    stats = Stats()
+    slot = LatestFrame(stats, no_drop=True)
+    cap = CaptureThread(lambda: open_source(cfg, MODEL_SIZE), slot, stats, cfg).start()
+    frames = collect(slot, n=90)  # the stream ends after 60: reconnect, numbering continues
+    assert [f.seq for f in frames] == list(range(90)) and stats.reconnects >= 1
+    cap.stop()
+    srv.shutdown()  # still listening, never answering: the open must time out, not hang
+    src = OpenCVSource(cfg)
+    t0 = time.monotonic()
+    with pytest.raises(SourceError, match="cannot open"):
+        src.open()
+    assert time.monotonic() - t0 < 3.0
+
+
 # ------------------------------------------------------------------ latest-frame slot
 
 
@@ -267,7 +300,8 @@ def test_capture_counts_drops_for_a_slow_consumer(demo_clip):
     assert got == sorted(got) and got[-1] == 59  # the newest frame always wins
 
 
-def test_reconnects_with_backoff_until_the_video_appears(tmp_path, demo_clip):
+def test_reconnects_with_backoff_until_the_video_appears(tmp_path, demo_clip, caplog):
+    caplog.set_level(logging.INFO, logger="edge.capture.runner")
     path = tmp_path / "later.avi"
     cfg = fast(kind="opencv", device=str(path), realtime=False)
     log: list = []
@@ -280,12 +314,15 @@ def test_reconnects_with_backoff_until_the_video_appears(tmp_path, demo_clip):
 
     cap = CaptureThread(make, slot, stats, cfg).start()
     assert wait_for(lambda: len(log) >= 5)
-    assert cap.state in ("reconnecting", "failed") and "no such video file" in cap.error
+    # at the 0.4 s cap the state turns "failed" (since then); every attempt keeps retrying
+    assert cap.state == "failed" and "no such video file" in cap.error
     shutil.copy(demo_clip, tmp_path / "tmp.avi")
     os.replace(tmp_path / "tmp.avi", path)  # appears whole
     frames = collect(slot)
     cap.join(2)
-    assert len(frames) == 60 and cap.state == "ended"
+    assert len(frames) == 60 and cap.state == "ended" and stats.reconnects == 1
+    states = [r.getMessage().split(":")[0] for r in caplog.records]
+    assert states == ["source reconnecting", "source failed", "source running", "source ended"]
     gaps = np.diff(log[:5])  # 0.05, 0.1, 0.2, 0.4 (then capped; "failed" at the cap)
     want = [0.05, 0.1, 0.2, 0.4]
     assert all(0.8 * w <= g <= w + 0.25 for g, w in zip(gaps, want, strict=True)), gaps
@@ -444,7 +481,7 @@ def test_picamera2_stall_times_out_and_reconnects(picam):
     assert "no frame within 0.3 s" in stats.source_error  # capture_request(wait=) raised
     assert "cancel_all_and_flush" in cam.fake_calls and cam.fake_calls[-1] == "stop"
     assert cam.fake_outstanding() == 0 and not cam._job_list
-    type(cam).fake_stalled = False  # cable back: new instances deliver frames
+    # reconnect: the stalled instance was stopped and closed, a new one delivers frames
     assert wait_for(lambda: stats.source_state == "running", 3.0)
     assert collect(slot, n=3)
     cap.stop()
@@ -473,7 +510,7 @@ def test_auto_prefers_the_pi_camera(picam, monkeypatch, tmp_path):
     [
         ("0", {"kind": "opencv", "device": 0}),
         ("/dev/video2", {"kind": "opencv", "device": "/dev/video2"}),
-        ("rtsp://cam.local:554/stream", {"kind": "opencv", "device": "rtsp://cam.local:554/stream"}),
+        ("rtsp://cam:554/s", {"kind": "opencv", "device": "rtsp://cam:554/s"}),
         ("http://127.0.0.1:8081/video.mjpg", {"kind": "opencv"}),
         ("clips/porch.MP4", {"kind": "opencv", "device": "clips/porch.MP4"}),
         ("photos/*.jpg", {"kind": "files", "path": "photos/*.jpg"}),

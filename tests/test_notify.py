@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import http.server
+import json
 import os
 import signal
 import socket
+import socketserver
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
 
 import pytest
+from conftest import DEFAULT_MODEL
 
 from edge.service import (
     Notifier,
@@ -265,10 +270,6 @@ class MjpegServer:
     when cleared, open connections stay open but silent (a hung camera)."""
 
     def __init__(self, images: list[Path]) -> None:
-        import http.server
-        import socketserver
-        import threading
-
         import cv2
 
         self.flowing = threading.Event()
@@ -318,8 +319,6 @@ class Recorder:
     """Collects (monotonic time, message) from a receiver in a background thread."""
 
     def __init__(self, r: Receiver) -> None:
-        import threading
-
         self.r = r
         self.log: list[tuple[float, dict[str, str]]] = []
         self.done = threading.Event()
@@ -352,8 +351,6 @@ class Recorder:
 
 
 def test_edge_run_end_to_end(tmp_path, receiver, assets, images):
-    from conftest import DEFAULT_MODEL
-
     cam = MjpegServer([images / "cat.bmp", images / "bird.bmp"])
     events = tmp_path / "events.jsonl"
     cfg = tmp_path / "edge.yaml"
@@ -371,13 +368,8 @@ web: {{enabled: false}}
 service: {{status_every_s: 0.5, pidfile: "{tmp_path / "edge.pid"}"}}
 """
     )
-    env = {
-        **os.environ,
-        "NOTIFY_SOCKET": receiver.env_value,
-        "WATCHDOG_USEC": "400000",  # ping at most every 0.2 s
-        "WATCHDOG_PID": "",  # filled in below once the pid is known? no: unset means any pid
-    }
-    del env["WATCHDOG_PID"]
+    env = {k: v for k, v in os.environ.items() if k != "WATCHDOG_PID"}
+    env.update(NOTIFY_SOCKET=receiver.env_value, WATCHDOG_USEC="400000")  # ping every 0.2 s
     rec = Recorder(receiver)
     t_start = time.monotonic()
     proc = subprocess.Popen(
@@ -430,8 +422,6 @@ service: {{status_every_s: 0.5, pidfile: "{tmp_path / "edge.pid"}"}}
             proc.wait()
         rec.done.set()
         cam.close()
-    import json
-
     lines = events.read_text().splitlines()
     assert lines and all(json.loads(ln)["type"] in ("enter", "exit", "status") for ln in lines)
     assert any(json.loads(ln)["type"] == "enter" for ln in lines)

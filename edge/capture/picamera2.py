@@ -126,7 +126,10 @@ class Picamera2Source:
     def open(self) -> None:
         picam_cls = import_picamera2()
         if not pi_cameras(picam_cls):
-            raise SourceError("picamera2: no camera found (is the ribbon cable seated?)")
+            raise SourceError(
+                "picamera2: no Pi camera found (is the ribbon cable seated? USB webcams: use "
+                "kind: opencv)"
+            )
         try:
             cam = picam_cls(self.camera_num)
         except (RuntimeError, IndexError) as e:

@@ -14,12 +14,13 @@ from edge.postprocess import STAGES
 from edge.postprocess.base import Scores, indices
 
 Level = Annotated[float, Field(ge=0, le=1)]
+EnterLevel = Annotated[float, Field(gt=0, le=1)]  # 0 would make every label enter at once
 Seconds = Annotated[float, Field(ge=0, le=86400)]
 EPS = 1e-9  # frame timestamps are sums of floats: 0.1 * 5 must count as 0.5 s
 
 
 class LabelLevels(Strict):
-    enter: Level = Field(..., description="this label's enter threshold")
+    enter: EnterLevel = Field(..., description="this label's enter threshold")
     exit: Level | None = Field(
         None, description="this label's exit threshold; default: enter scaled like the stage's"
     )
@@ -32,11 +33,13 @@ class LabelLevels(Strict):
 
 
 class HysteresisParams(Strict):
-    enter: Level = Field(0.5, description="a label enters once its score is at least this")
+    enter: EnterLevel = Field(
+        0.5, description="a label enters once its score is at least this"
+    )
     exit: Level = Field(
         0.35, description="an active label exits once its score falls below this (<= enter)"
     )
-    per_label: dict[str, Level | LabelLevels] = Field(
+    per_label: dict[str, EnterLevel | LabelLevels] = Field(
         default_factory=dict,
         description="label name or glob -> its enter threshold, or {enter, exit}; a later "
         "entry overrides an earlier one",

@@ -24,6 +24,28 @@ ALL_TYPES: list[EventType] = ["enter", "exit", "status"]
 class SinkParams(Strict):
     """Options every sink has."""
 
+    queue: int = Field(
+        256,
+        ge=1,
+        le=100_000,
+        description="items waiting for this output; when full the oldest is dropped (counted)",
+    )
+
+
+def frame_queue():
+    """The `queue` option of sinks whose items hold frames: short, so memory stays bounded."""
+    return Field(
+        8,
+        ge=1,
+        le=1000,
+        description="frames waiting for this output (each holds a full-resolution image); "
+        "when full the oldest is dropped (counted)",
+    )
+
+
+class EventSinkParams(SinkParams):
+    """Options of sinks that take events."""
+
     @model_validator(mode="before")
     @classmethod
     def _yaml_on(cls, data: Any) -> Any:
@@ -34,24 +56,6 @@ class SinkParams(Strict):
 
     events: list[EventType] = Field(
         default_factory=lambda: list(ALL_TYPES), description="event types this output receives"
-    )
-    queue: int = Field(
-        256,
-        ge=1,
-        le=100_000,
-        description="items waiting for this output; when full the oldest is dropped (counted)",
-    )
-
-
-class FrameSinkParams(SinkParams):
-    """Sinks whose queue holds frames: a short queue keeps memory bounded."""
-
-    queue: int = Field(
-        8,
-        ge=1,
-        le=1000,
-        description="frames waiting for this output (each holds a full-resolution image); "
-        "when full the oldest is dropped (counted)",
     )
 
 
@@ -91,7 +95,8 @@ class Sink:
         """Add this sink's file path to an event dict before any sink sees it."""
 
     def offer(self, result: Result, events: list[dict], frame: Frame) -> Item | None:
-        """The work item for this frame, or None. Default: the events of the chosen types."""
+        """The work item for this frame, or None. Default: the events of the chosen types
+        (for sinks whose Params derive from EventSinkParams)."""
         if not events:
             return None
         kinds = self.params.events

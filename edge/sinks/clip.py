@@ -19,17 +19,18 @@ import numpy as np
 from pydantic import Field
 
 from edge.sinks import SINKS
-from edge.sinks.base import EventType, FrameSinkParams, Item, Sink
+from edge.sinks.base import EventSinkParams, EventType, Item, Sink, frame_queue
 from edge.sinks.files import DiskBudget, event_filename, jpeg, make_dir
 
 MB = 1024 * 1024
 
 
-class ClipParams(FrameSinkParams):
+class ClipParams(EventSinkParams):
     dir: str = Field("/var/lib/edge/clips", description="where the .avi clips go")
     events: list[EventType] = Field(
         default_factory=lambda: ["enter"], description="event types that start (or extend) a clip"
     )
+    queue: int = frame_queue()
     pre_s: float = Field(3.0, ge=0, le=60, description="seconds kept before the event")
     post_s: float = Field(3.0, ge=0, le=300, description="seconds recorded after the last event")
     max_s: float = Field(

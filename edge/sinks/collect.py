@@ -9,13 +9,14 @@ from pydantic import Field, model_validator
 
 from edge.events import iso_time
 from edge.sinks import SINKS
-from edge.sinks.base import FrameSinkParams, Item, Sink
+from edge.sinks.base import Item, Sink, SinkParams, frame_queue
 from edge.sinks.files import DiskBudget, jpeg, make_dir, slug, write_atomic
 
 MB = 1024 * 1024
 
 
-class CollectParams(FrameSinkParams):
+class CollectParams(SinkParams):
+    queue: int = frame_queue()
     dir: str = Field("/var/lib/edge/collect", description="where the JPEGs and .json go")
     low: float = Field(0.3, ge=0, le=1, description="collect when the top score is >= low ...")
     high: float = Field(0.6, ge=0, le=1, description="... and <= high (the uncertainty band)")

@@ -11,11 +11,11 @@ from pydantic import Field
 
 from edge.errors import ConfigError
 from edge.sinks import SINKS
-from edge.sinks.base import Item, Sink, SinkParams
+from edge.sinks.base import EventSinkParams, Item, Sink
 from edge.sinks.files import LineFile, make_dir
 
 
-class JsonlParams(SinkParams):
+class JsonlParams(EventSinkParams):
     path: str = Field("/var/lib/edge/events.jsonl", description="the events file")
     max_mb: float = Field(
         50.0, ge=0, description="rotate when the file would grow past this; 0: never rotate"

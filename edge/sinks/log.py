@@ -11,10 +11,10 @@ from pydantic import Field
 
 from edge.events import Result
 from edge.sinks import SINKS
-from edge.sinks.base import Item, Sink, SinkParams
+from edge.sinks.base import EventSinkParams, Item, Sink
 
 
-class LogParams(SinkParams):
+class LogParams(EventSinkParams):
     format: Literal["text", "json"] = Field(
         "text", description="text: short human lines; json: the event JSON, one per line"
     )

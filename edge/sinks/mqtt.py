@@ -24,14 +24,14 @@ import edge
 from edge.config import read_secret
 from edge.errors import ConfigError
 from edge.sinks import SINKS
-from edge.sinks.base import Item, Sink, SinkParams
+from edge.sinks.base import EventSinkParams, Item, Sink
 from edge.sinks.files import LineFile, make_dir, slug, state_dir
 
 log = logging.getLogger(__name__)
 MB = 1024 * 1024
 
 
-class MqttParams(SinkParams):
+class MqttParams(EventSinkParams):
     host: str = Field("127.0.0.1", min_length=1, description="broker host name or address")
     port: int = Field(1883, ge=1, le=65535, description="broker port (8883 is usual for TLS)")
     topic: str | None = Field(

@@ -9,17 +9,18 @@ import cv2
 from pydantic import Field
 
 from edge.sinks import SINKS
-from edge.sinks.base import EventType, FrameSinkParams, Item, Sink
+from edge.sinks.base import EventSinkParams, EventType, Item, Sink, frame_queue
 from edge.sinks.files import DiskBudget, event_filename, jpeg, make_dir, write_atomic
 
 MB = 1024 * 1024
 
 
-class SnapshotParams(FrameSinkParams):
+class SnapshotParams(EventSinkParams):
     dir: str = Field("/var/lib/edge/snapshots", description="where the JPEGs go")
     events: list[EventType] = Field(
         default_factory=lambda: ["enter"], description="event types that take a snapshot"
     )
+    queue: int = frame_queue()
     max_mb: float = Field(
         500.0, gt=0, description="disk budget for the directory; the oldest files go first"
     )

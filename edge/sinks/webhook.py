@@ -11,10 +11,10 @@ from pydantic import Field
 import edge
 from edge.config import read_secret
 from edge.sinks import SINKS
-from edge.sinks.base import Item, Sink, SinkParams
+from edge.sinks.base import EventSinkParams, Item, Sink
 
 
-class WebhookParams(SinkParams):
+class WebhookParams(EventSinkParams):
     url: str = Field(
         ..., pattern=r"^https?://", description="http:// or https:// address to POST to"
     )

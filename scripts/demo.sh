@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The main job on a machine without a camera: install, fetch the default model from the local
+# asset mirror, then `edge run` on a demo clip made from the asset photos, with the web page.
+#   DEMO_SECONDS=0 scripts/demo.sh   runs until Ctrl-C (default: 60 s)
+source "$(dirname "$0")/_venv.sh"
+export EDGE_MODEL_DIR="${EDGE_MODEL_DIR:-$REPO/.cache/models}"
+"$VENV/bin/edge" models fetch mobilenet_v2_int8 --from "$EDGE_ASSETS/models"
+seconds="${DEMO_SECONDS:-60}"
+duration=()
+[ "$seconds" != 0 ] && duration=(--duration "$seconds")
+echo "==> edge run --demo (web page: http://127.0.0.1:8080/, Ctrl-C to stop)"
+exec "$VENV/bin/edge" run --demo --config "$REPO/configs/demo.yaml" "${duration[@]}" "$@"

@@ -1,0 +1,109 @@
+"""`edge run`'s loop on real videos and photo folders: flow, drops, max_fps, --no-drop."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+from conftest import DEFAULT_MODEL, IMAGES, TINY_MODEL
+from helpers import run_edge
+
+from edge import config
+from edge.model import load_model
+from edge.pipeline import Pipeline
+
+
+def make_cfg(text: str = "", **source):
+    cfg = config.parse(text)
+    return cfg.model_copy(update={"source": cfg.source.model_copy(update=source)})
+
+
+@pytest.fixture(scope="module")
+def tiny(assets):
+    return load_model(TINY_MODEL, threads=1)
+
+
+@pytest.mark.arm64
+def test_frames_flow_from_a_video(tiny, demo_clip):
+    cfg = make_cfg(kind="opencv", device=str(demo_clip), realtime=False)
+    pipe = Pipeline(cfg, tiny, no_drop=True)
+    assert pipe.run() == 0
+    s = pipe.stats.snapshot()
+    assert s["frames_classified"] == s["frames_captured"] == 60  # 6 stills x 10 frames
+    assert s["frames_dropped"] == 0
+    assert s["invoke_ms_p50"] > 0 and s["latency_ms_p99"] >= s["invoke_ms_p50"]
+
+
+def test_slow_inference_drops_frames_and_counts_them(tiny, tmp_path):
+    # a camera-like source at 200 fps, classified at most 20 times a second
+    cfg = make_cfg("inference: {max_fps: 20}", kind="files", path=str(IMAGES), loop=True,
+                   fps=200, realtime=True)
+    pipe = Pipeline(cfg, tiny)
+    t0 = time.monotonic()
+    pipe.run(duration=1.5)
+    elapsed = time.monotonic() - t0
+    s = pipe.stats.snapshot()
+    assert s["frames_dropped"] > 100
+    # every frame is either classified, dropped, or the one left in the slot at the end
+    assert s["frames_captured"] - s["frames_classified"] - s["frames_dropped"] in (0, 1)
+    # max_fps is respected: 20/s over the run, give or take a frame or two of edges
+    assert s["frames_classified"] <= 20 * elapsed + 2
+    assert s["frames_classified"] >= 20 * 1.5 * 0.7
+
+
+def test_max_fps_sleeps_instead_of_spinning(tiny):
+    cfg = make_cfg("inference: {max_fps: 5}", kind="files", path=str(IMAGES), loop=True,
+                   fps=100, realtime=True)
+    pipe = Pipeline(cfg, tiny)
+    cpu0 = time.process_time()
+    pipe.run(duration=1.2)
+    cpu = time.process_time() - cpu0
+    assert 4 <= pipe.stats.classified <= 8
+    assert cpu < 0.8, f"the loop burned {cpu:.2f} CPU-s while waiting"
+
+
+def test_no_drop_results_equal_classify(tmp_path, demo_clip):
+    """Every frame of the clip, in order, scored exactly as `edge classify` scores it."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    cap = cv2.VideoCapture(str(demo_clip))
+    n = 0
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        if n % 5 == 0:  # a sample of the frames keeps the test quick
+            cv2.imwrite(str(frames / f"f{n:04d}.png"), bgr)  # PNG: lossless
+        n += 1
+    r = run_edge("run", "--source", demo_clip, "--model", DEFAULT_MODEL, "--no-drop", "--json",
+                 "--config", _cfg(tmp_path, "model: {threads: 1}\nweb: {enabled: false}\n"))
+    assert r.returncode == 0, r.stderr
+    results = [json.loads(ln)["result"] for ln in r.stdout.splitlines() if '"result"' in ln]
+    assert [x["seq"] for x in results] == list(range(n))
+    pngs = sorted(frames.iterdir())
+    c = run_edge("classify", *pngs, "--model", DEFAULT_MODEL, "--json", "--threads", "1")
+    assert c.returncode == 0, c.stderr
+    for line, png in zip(c.stdout.splitlines(), pngs):
+        want = [t for t in json.loads(line)["top"] if t["score"] > 0]  # the chain omits zeros
+        got = results[int(png.stem[1:])]["top"]
+        assert [t["label"] for t in got] == [t["label"] for t in want]
+        assert [t["score"] for t in got] == pytest.approx([t["score"] for t in want], abs=1e-4)
+
+
+def _cfg(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "edge.yaml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.arm64
+def test_edge_run_prints_label_changes(tmp_path, assets):
+    r = run_edge("run", "--source", IMAGES, "--model", TINY_MODEL, "--no-drop",
+                 "--config", _cfg(tmp_path, "web: {enabled: false}\nmodel: {threads: 1}\n"))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("#0 ") and any("chickadee" in ln for ln in lines)
+    assert "stats: capture" in r.stderr
