@@ -229,6 +229,7 @@ def _run_setup(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-drop", action="store_true",
                    help="classify every frame of a file or video, in order (offline evaluation)")
     p.add_argument("--json", action="store_true", help="print every result as a JSON line")
+    p.add_argument("--pidfile", help="write the pid here (for `edge reload`)")
     p.add_argument("--demo", action="store_true",
                    help="run on a demo clip made from the test photos (no camera needed)")
 
@@ -265,6 +266,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from edge.bench import cmd_bench as run
 
     return run(args)
+
+
+def _reload_setup(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pidfile", help="pid file of the running instance "
+                   "(default $RUNTIME_DIRECTORY/edge.pid, else /run/edge/edge.pid)")
+
+
+@command("reload", "re-read the config in the running instance (SIGHUP)", _reload_setup)
+def cmd_reload(args: argparse.Namespace) -> int:
+    from edge.service import cmd_reload as reload
+
+    return reload(args.pidfile)
 
 
 @command("version", "print the version and the installed backends")

@@ -97,13 +97,15 @@ class Printer:
 
 
 class Pipeline:
-    def __init__(self, cfg, model, *, no_drop: bool = False, printer=None, hooks=None) -> None:
+    def __init__(self, cfg, model, *, no_drop: bool = False, printer=None, hooks=None,
+                 overrides=None) -> None:
         from edge.capture.runner import LatestFrame
 
         self.cfg, self.model = cfg, model
         self.no_drop = no_drop
         self.printer = printer
         self.hooks = hooks  # edge.service.ServiceHooks, or None outside the service
+        self.overrides = overrides or (lambda c: c)  # command-line flags, re-applied on reload
         self.stats = Stats()
         self.stats.extra["model"] = model.info
         self.live = Live()
@@ -138,7 +140,7 @@ class Pipeline:
         from edge.cli import model_from_args
 
         try:
-            new = configmod.load(path)
+            new = self.overrides(configmod.load(path))
             model = self.model
             if new.model != self.cfg.model:
                 import argparse
@@ -294,7 +296,8 @@ def run_from_args(args) -> int:
     configmod.check_labels(cfg, model.labels, path or "<defaults>")
     log.info("%s", __import__("edge.cli", fromlist=["model_line"]).model_line(model))
     hooks = service.ServiceHooks(service.Notifier.from_env(), cfg.service.status_every_s)
-    pipe = Pipeline(cfg, model, no_drop=args.no_drop, printer=Printer(args.json), hooks=hooks)
+    pipe = Pipeline(cfg, model, no_drop=args.no_drop, printer=Printer(args.json), hooks=hooks,
+                    overrides=lambda c: apply_overrides(c, args))
     signals = service.install_signal_handlers(
         on_reload=pipe.reload_event.set, on_stop=pipe.stop_event.set
     )
@@ -307,7 +310,8 @@ def run_from_args(args) -> int:
                 start_web = None
             if start_web:
                 web = start_web(cfg.web, pipe)
-        with service.PidFile(service.pidfile_for_run(cfg.service.pidfile)):
+        pidfile = getattr(args, "pidfile", None) or cfg.service.pidfile
+        with service.PidFile(service.pidfile_for_run(pidfile)):
             return pipe.run(args.max_frames, args.duration, path)
     finally:
         if web is not None:

@@ -96,6 +96,7 @@ class Wrapped:
 # ------------------------------------------------------------------ files
 
 
+@pytest.mark.arm64
 def test_files_folder_glob_and_single_image(images):
     src = FilesSource(str(images))
     src.open()
@@ -414,6 +415,7 @@ def expected(images, i, size=MODEL_SIZE) -> np.ndarray:
     return cv2.resize(rgb_of(images / name), size, interpolation=cv2.INTER_AREA)
 
 
+@pytest.mark.arm64
 def test_picamera2_pi4_lores_yuv420_at_model_size(picam, images):
     mod = picam("VC4")
     cfg = SourceConfig(kind="picamera2", stall_timeout_s=2.0, fps=60)
@@ -443,6 +445,7 @@ def test_picamera2_pi4_lores_yuv420_at_model_size(picam, images):
     src.close()
 
 
+@pytest.mark.arm64
 def test_yuv420_conversion_is_i420_not_yv12(images):
     rgb = expected(images, 2)
     stride = 256

@@ -104,6 +104,9 @@ class Sink:
         return Item(chosen) if chosen else None
 
     # -- worker thread -----------------------------------------------------------------------
+    def open(self) -> None:
+        """Start background I/O (connections); runs first in the worker."""
+
     def handle(self, item: Item) -> None:
         raise NotImplementedError
 

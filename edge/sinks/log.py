@@ -47,6 +47,7 @@ class LogSink(Sink):
     def __init__(self, params: LogParams, ctx) -> None:
         super().__init__(params, ctx)
         self._last: dict[str | None, float] = {}  # per ROI, frame loop only
+        self.per_frame = params.every_s > 0
         self.state = "ok"
 
     def offer(self, result, events, frame) -> Item | None:

@@ -184,9 +184,14 @@ class MqttSink(Sink):
         self._fresh = False  # connected since the last announce
         self.connects = 0
         self.client = self._client(p, ctx)
+        self.started = False
+
+    def open(self) -> None:
+        p = self.params
         self.state = "connecting"
         self.client.connect_async(p.host, p.port, p.keepalive_s)
         self.client.loop_start()
+        self.started = True
 
     def _client(self, p: MqttParams, ctx) -> mqtt.Client:
         c = mqtt.Client(
@@ -330,8 +335,9 @@ class MqttSink(Sink):
         for _, record in self.pending:
             self.spool.append(record)
         self.pending = []
-        self.client.disconnect()
-        self.client.loop_stop()
+        if self.started:
+            self.client.disconnect()
+            self.client.loop_stop()
         self.spool.close()
 
     def extra(self) -> dict:

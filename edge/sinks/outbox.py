@@ -56,6 +56,7 @@ class Worker:
 
     def _run(self) -> None:
         sink = self.sink
+        self._call(sink.open)
         next_tick = time.monotonic() + sink.tick_s
         while True:
             with self.cond:
@@ -142,6 +143,8 @@ class Outbox:
 
     def publish(self, result: Result, events: list[Event], frame: Frame) -> None:
         """Hand one classified frame (one ROI) to the sinks; never blocks on their I/O."""
+        if not self.workers:
+            return
         if events:
             dicts = self.event_dicts(events, frame)
             workers = self.workers
@@ -166,6 +169,8 @@ class Outbox:
                 w.cond.notify()
             w.sink.stopping.set()
         if not self.started:
+            for w in self.workers:
+                w._call(w.sink.close)
             return
         for w in self.workers:
             w.thread.join(max(0.0, deadline - time.monotonic()) + 0.5)

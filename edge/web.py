@@ -1,0 +1,627 @@
+"""The status page, JSON API, Prometheus /metrics and /healthz, served from one thread.
+
+Standard-library HTTP plus prometheus-client's text format: nothing to build and nothing from
+a CDN, so the page works on an offline device. Handlers only read what the pipeline shares
+(stats, the latest frame, results and events); no endpoint changes anything. The preview is
+JPEG-encoded in the handler threads, only while someone watches, at most `preview_fps` times a
+second however many viewers there are, from a frame reference taken under the lock and encoded
+outside it: the frame loop never waits for a viewer. Any bind address other than loopback
+needs a token, checked on every request (the page, the stream, the API, the snapshots).
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import logging
+import re
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import cv2
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+
+from edge import config as configmod
+from edge.errors import EdgeError
+from edge.stats import THROTTLE_BITS, Histogram, cpu_temperature, throttled
+
+log = logging.getLogger(__name__)
+
+MAX_VIEWERS = 8  # concurrent preview streams; each extra one only costs socket writes
+SOURCE_STATES = ("starting", "running", "reconnecting", "failed", "ended", "stopped")
+SNAPSHOT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.jpe?g$")
+
+
+# ------------------------------------------------------------------ access
+
+
+@dataclass(frozen=True)
+class Access:
+    host: str
+    port: int
+    token: str | None
+
+
+def parse_bind(bind: str) -> tuple[str, int]:
+    """'HOST:PORT' or '[v6]:PORT' -> (host, port); port 0 picks a free port."""
+    host, _, port = bind.rpartition(":")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise EdgeError(f"web.bind {bind!r}: give HOST:PORT, e.g. 127.0.0.1:8080")
+    return host.strip("[]"), int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve anywhere
+
+
+def access_from_config(web) -> Access:
+    """Where to listen and the token; refuses a non-loopback address without a token."""
+    host, port = parse_bind(web.bind)
+    token = configmod.read_secret(web.token, web.token_file, "web.token_file")
+    if token is not None and not token.strip():
+        raise EdgeError("web.token / web.token_file: the token is empty")
+    if not is_loopback(host) and not token:
+        raise EdgeError(
+            f"web.bind {web.bind}: serving on a non-loopback address needs a token: set "
+            "web.token (or web.token_file) in the config, or bind to 127.0.0.1"
+        )
+    return Access(host, port, token.strip() if token else None)
+
+
+def token_ok(expected: str | None, header: str | None, query: list[str] | None) -> bool:
+    """`Authorization: Bearer T` or `?token=T`, compared in constant time."""
+    if expected is None:
+        return True
+    given = ""
+    if header and header.lower().startswith("bearer "):
+        given = header[7:].strip()
+    elif query:
+        given = query[0]
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+# ------------------------------------------------------------------ shared readings
+
+
+class System:
+    """CPU temperature and Pi throttling flags, read at most every few seconds (vcgencmd forks)."""
+
+    def __init__(self, every_s: float = 5.0) -> None:
+        self.every_s = every_s
+        self.lock = threading.Lock()
+        self.at = -1e9
+        self.value: dict = {}
+
+    def read(self) -> dict:
+        with self.lock:
+            if time.monotonic() - self.at >= self.every_s:
+                self.value = {"cpu_temperature_c": cpu_temperature(), "throttled": throttled()}
+                self.at = time.monotonic()
+            return self.value
+
+
+def health(pipe, snap: dict | None = None) -> tuple[bool, str]:
+    """(ok, reason): ok while the source runs and a frame was classified recently."""
+    s = snap or pipe.stats.snapshot()
+    cfg = pipe.cfg
+    max_fps = cfg.inference.max_fps
+    limit = max(5.0, 3 * cfg.source.stall_timeout_s, 3 / max_fps if max_fps else 0.0)
+    state = s["source_state"]
+    if state != "running":
+        err = f": {s['source_error']}" if s.get("source_error") else ""
+        return False, f"source {state}{err}"
+    age = s["last_result_age_s"]
+    if age is None:
+        return False, "no frame classified yet"
+    if age > limit:
+        return False, f"no frame classified for {age:.1f} s (limit {limit:g} s)"
+    return True, f"ok: {s['frames_classified']} frames classified, last {age:.2f} s ago"
+
+
+def sink_stats(pipe) -> dict:
+    provider = pipe.stats.extra.get("sinks")
+    return provider() if callable(provider) else {}
+
+
+def snapshot_dirs(pipe) -> list:
+    """The snapshot sinks of the running outbox (their annotate() names the files)."""
+    from edge.sinks.snapshot import SnapshotSink
+
+    outbox = pipe.outbox
+    return [w.sink for w in outbox.workers if isinstance(w.sink, SnapshotSink)] if outbox else []
+
+
+def snapshot_url(path: str | None, sinks: list) -> str | None:
+    if not path:
+        return None
+    p = Path(path)
+    if any(p.parent == s.dir for s in sinks) and SNAPSHOT_NAME.match(p.name):
+        return f"snapshots/{p.name}"
+    return None
+
+
+def find_snapshot(name: str, sinks: list) -> Path | None:
+    """The file `name` in a snapshot directory; None for anything else (no path traversal)."""
+    if not SNAPSHOT_NAME.match(name):
+        return None
+    for s in sinks:
+        base = s.dir.resolve()
+        p = (base / name).resolve()
+        if p.parent == base and p.is_file():
+            return p
+    return None
+
+
+def events_since(pipe, since: int, limit: int = 100) -> dict:
+    """Recent events newer than id `since`, oldest first, with their snapshot URLs."""
+    live = pipe.live
+    with live.lock:
+        items = [(i, e) for i, e in live.events if i > since][-limit:]
+        last = live.event_seq
+    sinks = snapshot_dirs(pipe)
+    out = []
+    for i, e in items:
+        d = dict(e) if isinstance(e, dict) else e.to_dict()
+        if not d.get("snapshot"):
+            for s in sinks:
+                s.annotate(d, None)  # the same path the snapshot sink wrote (pure naming)
+        d["id"] = i
+        d["snapshot_url"] = snapshot_url(d.get("snapshot"), sinks)
+        out.append(d)
+    return {"events": out, "last": last}
+
+
+def regions_now(pipe) -> list[dict]:
+    """Per ROI: box, current top labels, active set, watched scores and their thresholds."""
+    with pipe.live.lock:
+        results = dict(pipe.live.results)
+    out = []
+    for region in pipe.regions:
+        r = results.get(region.name)
+        out.append({
+            "name": region.name,
+            "box": list(region.box) if region.box else None,
+            "seq": r.seq if r else None,
+            "top": [[label, round(float(s), 4)] for label, s in r.top] if r else [],
+            "active": list(r.active) if r else [],
+            "scores": {k: round(float(v), 4) for k, v in r.scores.items()} if r else {},
+            "watched": region.chain.watched(),
+        })
+    return out
+
+
+def status(app: App) -> dict:
+    pipe = app.pipe
+    snap = pipe.stats.snapshot()
+    ok, reason = health(pipe, snap)
+    return {
+        "device": pipe.cfg.device,
+        "time": time.time(),
+        "health": {"ok": ok, "reason": reason},
+        "stats": snap,
+        "model": pipe.stats.extra.get("model") or {},
+        "system": app.system.read(),
+        "sinks": sink_stats(pipe),
+        "regions": regions_now(pipe),
+        "last_event": pipe.live.event_seq,
+        "web": {"viewers": app.viewers, "preview_fps": app.preview.fps},
+    }
+
+
+# ------------------------------------------------------------------ preview
+
+
+def _text(bgr, text: str, x: int, y: int, color: tuple[int, int, int], scale: float) -> None:
+    """`text` on a dark band with its top-left at (x, y)."""
+    thick = max(1, round(scale * 2))
+    (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    pad = max(2, round(4 * scale))
+    y = min(max(0, y), bgr.shape[0] - h - base - 2 * pad)
+    cv2.rectangle(bgr, (x, y), (x + w + 2 * pad, y + h + base + 2 * pad), (0, 0, 0), -1)
+    cv2.putText(bgr, text, (x + pad, y + pad + h), cv2.FONT_HERSHEY_SIMPLEX, scale, color, thick,
+                cv2.LINE_AA)
+
+
+def render(frame, regions: list, results: dict, quality: int = 80) -> bytes:
+    """JPEG of the frame with each ROI's box and its current label drawn on it."""
+    bgr = cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR)  # a copy: the frame itself stays untouched
+    h, w = bgr.shape[:2]
+    scale = max(0.4, w / 1100)
+    for region in regions:
+        r = results.get(region.name)
+        x0, y0, x1, y1 = region.box or (0.0, 0.0, 1.0, 1.0)
+        p0, p1 = (round(x0 * w), round(y0 * h)), (round(x1 * w) - 1, round(y1 * h) - 1)
+        color = (80, 220, 80) if r and r.active else (0, 200, 255)
+        if region.box:
+            cv2.rectangle(bgr, p0, p1, color, max(1, round(scale * 3)))
+        text = f"{region.name}: " if region.name else ""
+        if r and r.top:
+            text += f"{r.top[0][0][:32]} {r.top[0][1]:.2f}"
+        if r and r.active:
+            text += "  IN: " + ", ".join(r.active)
+        if text:
+            _text(bgr, text, p0[0], p0[1], color, scale)
+    stamp = time.strftime("%H:%M:%S", time.localtime(frame.ts)) + f"  #{frame.seq}"
+    _text(bgr, stamp, 0, h, (230, 230, 230), scale * 0.8)
+    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return buf.tobytes()
+
+
+class Preview:
+    """The latest frame as an annotated JPEG, shared by all viewers and encoded only on demand."""
+
+    def __init__(self, pipe, fps: float) -> None:
+        self.pipe, self.fps = pipe, fps
+        self.lock = threading.Lock()
+        self.seq = -1
+        self.data: bytes | None = None
+        self.at = -1e9
+        self.encoded = 0
+
+    def latest(self) -> tuple[int, bytes] | None:
+        with self.lock:
+            now = time.monotonic()
+            if self.data is not None and now - self.at < 0.9 / self.fps:
+                return self.seq, self.data  # another viewer just encoded: share it
+            live = self.pipe.live
+            with live.lock:  # only take references; encode after letting go
+                frame, results = live.frame, dict(live.results)
+            if frame is None:
+                return None
+            if frame.seq != self.seq:
+                self.data = render(frame, self.pipe.regions, results)
+                self.seq = frame.seq
+                self.encoded += 1
+            self.at = now
+            return self.seq, self.data
+
+
+# ------------------------------------------------------------------ metrics
+
+
+def _histogram(name: str, doc: str, h: Histogram) -> HistogramMetricFamily:
+    buckets, total = [], 0
+    for bound, n in zip((*h.bounds, float("inf")), h.counts, strict=True):
+        total += n
+        buckets.append(("+Inf" if bound == float("inf") else repr(bound), total))
+    return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=h.sum)
+
+
+class Metrics:
+    """A prometheus-client collector that reads the pipeline's stats when scraped."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    def collect(self):
+        pipe = self.app.pipe
+        s = pipe.stats.snapshot()
+        for key, doc in (
+            ("frames_captured", "frames read from the source"),
+            ("frames_classified", "frames classified"),
+            ("frames_dropped", "frames replaced by a newer one before being classified"),
+        ):
+            yield CounterMetricFamily(f"edge_{key}", doc, value=s[key])
+        yield CounterMetricFamily("edge_source_reconnects", "source reconnects",
+                                  value=s["reconnects"])
+        hists = pipe.stats.histograms()
+        yield _histogram("edge_invoke_seconds", "model invoke time per frame (all ROIs)",
+                         hists["invoke"])
+        yield _histogram("edge_latency_seconds", "end-to-end latency: capture to result",
+                         hists["latency"])
+        for key in ("capture_fps", "classify_fps"):
+            yield GaugeMetricFamily(f"edge_{key}", f"{key.split('_')[0]} rate, last 5 s",
+                                    value=s[key])
+        if s["last_result_age_s"] is not None:
+            yield GaugeMetricFamily("edge_last_result_age_seconds",
+                                    "seconds since the last frame was classified",
+                                    value=s["last_result_age_s"])
+        state = GaugeMetricFamily("edge_source_state", "1 for the source's current state",
+                                  labels=["state"])
+        for name in dict.fromkeys((*SOURCE_STATES, s["source_state"])):
+            state.add_metric([name], 1.0 if name == s["source_state"] else 0.0)
+        yield state
+        ok, _ = health(pipe, s)
+        yield GaugeMetricFamily("edge_healthy", "1 while /healthz answers 200", value=float(ok))
+        events = CounterMetricFamily("edge_events", "events by type and label",
+                                     labels=["type", "label"])
+        for key, n in sorted(s["events"].items()):
+            kind, _, label = key.partition(":")
+            events.add_metric([kind, label], n)
+        yield events
+        yield from self._regions(pipe)
+        yield from self._sinks(pipe)
+        yield from self._system()
+        yield from self._model(pipe)
+        yield GaugeMetricFamily("edge_web_viewers", "preview streams open",
+                                value=self.app.viewers)
+
+    @staticmethod
+    def _regions(pipe):
+        score = GaugeMetricFamily("edge_score", "watched label's score after the chain",
+                                  labels=["roi", "label"])
+        active = GaugeMetricFamily("edge_label_active", "1 while a watched label is active",
+                                   labels=["roi", "label"])
+        for r in regions_now(pipe):
+            roi = r["name"] or ""
+            for label, v in r["scores"].items():
+                score.add_metric([roi, label], v)
+                active.add_metric([roi, label], float(label in r["active"]))
+        yield score
+        yield active
+
+    @staticmethod
+    def _sinks(pipe):
+        sinks = sink_stats(pipe)
+        fams = {
+            "queued": GaugeMetricFamily("edge_sink_queue_depth", "items waiting", labels=["sink"]),
+            "capacity": GaugeMetricFamily("edge_sink_queue_capacity", "queue size",
+                                          labels=["sink"]),
+            "sent": CounterMetricFamily("edge_sink_sent", "items delivered", labels=["sink"]),
+            "dropped": CounterMetricFamily("edge_sink_dropped", "items dropped (queue full)",
+                                           labels=["sink"]),
+            "errors": CounterMetricFamily("edge_sink_errors", "delivery errors", labels=["sink"]),
+        }
+        for name, st in sinks.items():
+            for key, fam in fams.items():
+                if isinstance(st.get(key), (int, float)):
+                    fam.add_metric([name], st[key])
+        yield from fams.values()
+
+    def _system(self):
+        sysinfo = self.app.system.read()
+        if sysinfo.get("cpu_temperature_c") is not None:
+            yield GaugeMetricFamily("edge_cpu_temperature_celsius", "SoC temperature",
+                                    value=sysinfo["cpu_temperature_c"])
+        thr = sysinfo.get("throttled")
+        if thr is not None:
+            fam = GaugeMetricFamily("edge_throttled", "Raspberry Pi throttling flags "
+                                    "(vcgencmd get_throttled)", labels=["flag"])
+            for name in THROTTLE_BITS.values():
+                fam.add_metric([name], float(name in thr["flags"]))
+            yield fam
+
+    @staticmethod
+    def _model(pipe):
+        m = pipe.stats.extra.get("model") or {}
+        info = GaugeMetricFamily("edge_model_info", "the model and backend in use",
+                                 labels=["model", "backend", "backend_version", "threads"])
+        info.add_metric([str(m.get(k, "")) for k in ("model", "backend", "backend_version",
+                                                     "threads")], 1.0)
+        yield info
+        if isinstance(m.get("xnnpack_partitions"), int):
+            yield GaugeMetricFamily("edge_xnnpack_partitions",
+                                    "subgraphs delegated to XNNPACK", value=m["xnnpack_partitions"])
+
+
+# ------------------------------------------------------------------ HTTP
+
+
+def page_html() -> str:
+    """index.html with the stylesheet and script inlined: one request, nothing external."""
+    files = resources.files("edge") / "web_static"
+    html = (files / "index.html").read_text(encoding="utf-8")
+    return html.replace("/*STYLE*/", (files / "style.css").read_text(encoding="utf-8")).replace(
+        "/*SCRIPT*/", (files / "app.js").read_text(encoding="utf-8")
+    )
+
+
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+CSP = ("default-src 'none'; img-src 'self' data:; connect-src 'self'; "
+       "style-src 'unsafe-inline'; script-src 'unsafe-inline'")
+
+
+class App:
+    """What the handlers share: the pipeline, the access rules, the preview and the registry."""
+
+    def __init__(self, pipe, access: Access, preview_fps: float) -> None:
+        self.pipe, self.access = pipe, access
+        self.preview = Preview(pipe, preview_fps)
+        self.system = System()
+        self.page = page_html().encode()
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(Metrics(self))
+        self.stopping = threading.Event()
+        self.viewers = 0
+        self.viewers_lock = threading.Lock()
+
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = "edge"
+    app: App  # set on the subclass made per server
+
+    # -------------------------------------------------------- plumbing
+    def log_message(self, fmt, *args) -> None:
+        log.debug("%s %s", self.address_string(), fmt % args)
+
+    def _send(self, code: int, body: bytes, ctype: str, extra: dict | None = None) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in {**SECURITY_HEADERS, **(extra or {})}.items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, data, code: int = 200) -> None:
+        self._send(code, json.dumps(data, default=str).encode(), "application/json")
+
+    def _text(self, code: int, text: str, extra: dict | None = None) -> None:
+        self._send(code, (text + "\n").encode(), "text/plain; charset=utf-8", extra)
+
+    def _refuse(self) -> None:
+        self._text(405, "read-only: no endpoint changes state", {"Allow": "GET"})
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = _refuse
+
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        query = parse_qs(url.query)
+        app = self.app
+        if not token_ok(app.access.token, self.headers.get("Authorization"), query.get("token")):
+            self._text(401, "unauthorized: send Authorization: Bearer <web.token> or ?token=",
+                       {"WWW-Authenticate": 'Bearer realm="edge"'})
+            return
+        path = url.path
+        try:
+            if path.startswith("/snapshots/"):
+                self._snapshot_file(path[len("/snapshots/"):])
+                return
+            route = ROUTES.get(path)
+            if route is None:
+                self._text(404, f"not found: {path}")
+                return
+            route(self, query)
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            pass  # the client went away
+
+    # -------------------------------------------------------- endpoints
+    def page(self, query) -> None:
+        self._send(200, self.app.page, "text/html; charset=utf-8",
+                   {"Content-Security-Policy": CSP})
+
+    def api_status(self, query) -> None:
+        self._json(status(self.app))
+
+    def api_events(self, query) -> None:
+        try:
+            since = int(query.get("since", ["0"])[0])
+        except ValueError:
+            self._text(400, "since: give an event id (an integer)")
+            return
+        self._json(events_since(self.app.pipe, since))
+
+    def api_config(self, query) -> None:
+        self._json(configmod.masked(self.app.pipe.cfg))
+
+    def metrics(self, query) -> None:
+        self._send(200, generate_latest(self.app.registry), CONTENT_TYPE_LATEST)
+
+    def healthz(self, query) -> None:
+        ok, reason = health(self.app.pipe)
+        self._text(200 if ok else 503, reason)
+
+    def snapshot_jpg(self, query) -> None:
+        got = self.app.preview.latest()
+        if got is None:
+            self._text(503, "no frame yet")
+            return
+        self._send(200, got[1], "image/jpeg")
+
+    def _snapshot_file(self, name: str) -> None:
+        p = find_snapshot(name, snapshot_dirs(self.app.pipe))
+        if p is None:
+            self._text(404, "no such snapshot")
+            return
+        self._send(200, p.read_bytes(), "image/jpeg")
+
+    def stream(self, query) -> None:
+        """MJPEG (multipart/x-mixed-replace) at preview_fps until the viewer leaves."""
+        app = self.app
+        with app.viewers_lock:
+            if app.viewers >= MAX_VIEWERS:
+                self._text(503, f"too many preview viewers (max {MAX_VIEWERS})")
+                return
+            app.viewers += 1
+        try:
+            self.connection.settimeout(10)  # a stalled viewer frees its thread
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            for k, v in SECURITY_HEADERS.items():
+                self.send_header(k, v)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(b"--frame\r\n")
+            period, last = 1.0 / app.preview.fps, -1
+            while not app.stopping.is_set():
+                t0 = time.monotonic()
+                got = app.preview.latest()
+                if got is not None and got[0] != last:
+                    last, data = got
+                    head = b"Content-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(data)
+                    self.wfile.write(head + data + b"\r\n--frame\r\n")
+                app.stopping.wait(max(0.0, period - (time.monotonic() - t0)))
+        except OSError:
+            pass  # the viewer closed the page
+        finally:
+            with app.viewers_lock:
+                app.viewers -= 1
+
+
+ROUTES = {
+    "/": Handler.page,
+    "/index.html": Handler.page,
+    "/api/status": Handler.api_status,
+    "/api/events": Handler.api_events,
+    "/api/config": Handler.api_config,
+    "/metrics": Handler.metrics,
+    "/healthz": Handler.healthz,
+    "/snapshot.jpg": Handler.snapshot_jpg,
+    "/stream.mjpg": Handler.stream,
+}
+
+
+class WebServer:
+    """The HTTP server thread; `stop()` ends it and every open preview stream."""
+
+    def __init__(self, web_cfg, pipe) -> None:
+        self.access = access_from_config(web_cfg)
+        self.app = App(pipe, self.access, web_cfg.preview_fps)
+        handler = type("BoundHandler", (Handler,), {"app": self.app})
+        server = ThreadingHTTPServer
+        if ":" in self.access.host:
+            server = type("Server6", (ThreadingHTTPServer,), {"address_family": socket.AF_INET6})
+        try:
+            self.httpd = server((self.access.host, self.access.port), handler)
+        except OSError as e:
+            raise EdgeError(
+                f"web.bind {web_cfg.bind}: cannot listen ({e.strerror or e}); choose another "
+                "port, or set web.enabled: false"
+            ) from None
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="web", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{port}/"
+
+    def start(self) -> WebServer:
+        self.thread.start()
+        auth = "token required" if self.access.token else "no token (loopback only)"
+        log.info("web: serving %s (%s)", self.url, auth)
+        return self
+
+    def stop(self) -> None:
+        self.app.stopping.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(2)
+
+
+def start_web(web_cfg, pipe) -> WebServer:
+    """Start the page, API, /metrics and /healthz; EdgeError for an unsafe or unusable bind."""
+    return WebServer(web_cfg, pipe).start()

@@ -1,0 +1,103 @@
+"""Live retuning: SIGHUP swaps the chain between two frames without touching the camera."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from conftest import TINY_MODEL
+from helpers import REPO
+
+STRICT = """
+web: {enabled: false}
+model: {threads: 1}
+service: {stats_every_s: 0}
+source: {loop: true}
+postprocess:
+  - hysteresis: {enter: 1.0, exit: 0.99, min_frames: 1}
+"""
+LOOSE = STRICT.replace("{enter: 1.0, exit: 0.99, min_frames: 1}",
+                       "{enter: 0.2, exit: 0.1, min_frames: 1}")
+BROKEN = STRICT.replace("min_frames: 1", "min_frame: 1")
+
+
+class Reader:
+    """Collects a subprocess's stdout JSON lines and stderr lines in background threads."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.lines: list[dict] = []
+        self.log: list[str] = []
+        self.threads = [
+            threading.Thread(target=self._out, args=(proc.stdout,), daemon=True),
+            threading.Thread(target=self._err, args=(proc.stderr,), daemon=True),
+        ]
+        for t in self.threads:
+            t.start()
+
+    def _out(self, f) -> None:
+        for line in f:
+            self.lines.append(json.loads(line))
+
+    def _err(self, f) -> None:
+        for line in f:
+            self.log.append(line.rstrip())
+
+    def wait_for(self, pred, timeout: float = 20.0) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if pred():
+                return True
+            time.sleep(0.05)
+        return False
+
+    def events(self) -> list[dict]:
+        return [x["event"] for x in self.lines if "event" in x]
+
+    def seqs(self) -> list[int]:
+        return [x["result"]["seq"] for x in self.lines if "result" in x]
+
+
+def test_sighup_retunes_without_restarting_capture(tmp_path, demo_clip):
+    cfg = tmp_path / "edge.yaml"
+    cfg.write_text(STRICT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge", "run", "--config", str(cfg), "--source", str(demo_clip),
+         "--model", str(TINY_MODEL), "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        env={**os.environ, "EDGE_CACHE_DIR": str(tmp_path)},
+    )
+    r = Reader(proc)
+    try:
+        # the clip loops at its own 30 fps, like a camera
+        assert r.wait_for(lambda: len(r.seqs()) > 30), r.log
+        assert r.events() == []  # nothing reaches an enter threshold of 1.0
+
+        cfg.write_text(LOOSE)
+        before = max(r.seqs())
+        proc.send_signal(signal.SIGHUP)
+        assert r.wait_for(lambda: any("config reloaded" in ln for ln in r.log)), r.log
+        assert r.wait_for(lambda: len(r.events()) >= 2), r.log
+        first = r.events()[0]
+        assert first["type"] == "enter" and first["seq"] > before
+
+        cfg.write_text(BROKEN)
+        n_events = len(r.events())
+        proc.send_signal(signal.SIGHUP)
+        assert r.wait_for(lambda: any("reload rejected" in ln for ln in r.log)), r.log
+        rejected = "\n".join(r.log)
+        assert f"{cfg}:7:" in rejected and "min_frame" in rejected and "min_frames" in rejected
+        # the loose chain keeps running: more events come as the clip cuts between photos
+        assert r.wait_for(lambda: len(r.events()) > n_events, timeout=30), r.log
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+        for t in r.threads:
+            t.join(timeout=5)
+    seqs = r.seqs()
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)  # one capture, never restarted
+    assert sum("source running" in ln for ln in r.log) == 1, r.log
