@@ -170,6 +170,8 @@ def _config_setup(p: argparse.ArgumentParser) -> None:
     s = sub.add_parser("show", help="print the effective config with defaults (secrets masked)")
     s.add_argument("file", nargs="?", help="config file (default /etc/edge/edge.yaml)")
     sub.add_parser("schema", help="print the JSON Schema (for editor completion)")
+    sub.add_parser("default", help="print every option with its default and help, as YAML")
+    sub.add_parser("docs", help="print the option reference as markdown (docs/config.md)")
 
 
 def validate_file(path: str, check_model: bool = True):
@@ -215,8 +217,12 @@ def cmd_config(args: argparse.Namespace) -> int:
     elif args.action == "show":
         cfg = config.load(args.file)
         print(yaml.safe_dump(config.masked(cfg), sort_keys=False), end="")
-    else:
+    elif args.action == "schema":
         print(json.dumps(config.config_model().model_json_schema(), indent=2))
+    else:
+        from edge import confdoc
+
+        print(confdoc.default_yaml() if args.action == "default" else confdoc.markdown(), end="")
     return 0
 
 

@@ -33,6 +33,11 @@ from edge import labels as labelmatch
 from edge.errors import ConfigError
 
 DEFAULT_PATH = Path("/etc/edge/edge.yaml")
+# Without a `postprocess:` key: smooth a little, then an event when any label holds >= 0.6.
+DEFAULT_CHAIN = (
+    {"smooth": {"method": "ema", "alpha": 0.5}},
+    {"hysteresis": {"enter": 0.6, "exit": 0.4, "min_frames": 3, "cooldown_s": 10}},
+)
 
 
 class Strict(BaseModel):
@@ -235,18 +240,28 @@ def _build_config_model():
         ),
         source=(SourceConfig, Field(default_factory=SourceConfig, description="the camera")),
         model=(ModelConfig, Field(default_factory=ModelConfig, description="the classifier")),
-        inference=(InferenceConfig, Field(default_factory=InferenceConfig)),
+        inference=(
+            InferenceConfig,
+            Field(default_factory=InferenceConfig, description="how often to classify"),
+        ),
         rois=(
             list[RoiConfig],
             Field(default_factory=list, description="named regions, each classified on its own"),
         ),
         postprocess=(
             list[stage],
-            Field(default_factory=list, description="stages applied to the scores, in order"),
+            Field(
+                default_factory=lambda: [dict(s) for s in DEFAULT_CHAIN],
+                description="stages applied to the scores, in order (replaces the default "
+                "chain when given)",
+            ),
         ),
         outputs=(
             list[sink],
-            Field(default_factory=list, description="where results and events go"),
+            Field(
+                default_factory=lambda: [{"log": {}}],
+                description="where results and events go (replaces the default when given)",
+            ),
         ),
         web=(WebConfig, Field(default_factory=WebConfig, description="status page and metrics")),
         service=(ServiceConfig, Field(default_factory=ServiceConfig, description="systemd")),
@@ -503,14 +518,14 @@ def check_labels(cfg, labels: list[str], where: str = "<config>") -> None:
         stage = STAGES[name]
         for loc, label in stage.labels_in(params):
             if not labelmatch.resolve(label, known):
-                close = labelmatch.suggest(label, known)
-                hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-                path = ("postprocess", i, name, *loc)
                 glob = labelmatch.GLOB_CHARS & set(label)
-                what = "matches no label" if glob else "is not a label"
-                problems.append(
-                    f"{_at(where, pos, path)}: {_dotted(path)}: {label!r} {what} of the model{hint}"
-                )
+                close = [] if glob else labelmatch.suggest(label, known)
+                hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+                what = f"{'matches no label' if glob else 'is not a label'} of the model{hint}"
+                if labelmatch.resolve(label, labels):
+                    what = "names labels an earlier group or filter stage took out of the list"
+                path = ("postprocess", i, name, *loc)
+                problems.append(f"{_at(where, pos, path)}: {_dotted(path)}: {label!r} {what}")
         known = stage.labels_out(params, known)
     if problems:
         raise ConfigError("\n".join(problems))

@@ -141,7 +141,7 @@ def check_structure(buf: bytes) -> str | None:
     size = len(buf)
 
     def inside(start: int, length: int) -> bool:
-        return 0 <= start and start + length <= size
+        return start >= 0 and start + length <= size
 
     try:
         model = _Table.root(buf)

@@ -71,8 +71,8 @@ def make_regions(cfg, labels: list[str], model_name: str, top_k: int = 5) -> lis
 class Printer:
     """`edge run` output: a line when the top label of a region changes, or JSON lines."""
 
-    def __init__(self, as_json: bool, out=sys.stdout) -> None:
-        self.as_json, self.out = as_json, out
+    def __init__(self, as_json: bool, events: bool = True, out=sys.stdout) -> None:
+        self.as_json, self.events, self.out = as_json, events, out
         self.last: dict = {}
 
     def __call__(self, results: list[Result], events: list[Event]) -> None:
@@ -90,7 +90,7 @@ class Printer:
                 where = f" [{r.roi}]" if r.roi else ""
                 score = f" {r.top[0][1]:.2f}" if r.top else ""
                 print(f"#{r.seq}{where} {label}{score}", file=self.out, flush=True)
-        for e in events:
+        for e in events if self.events else ():
             where = f" [{e.roi}]" if e.roi else ""
             print(f"#{e.seq}{where} {e.type.upper()} {e.label} {e.score:.2f}",
                   file=self.out, flush=True)
@@ -181,7 +181,10 @@ class Pipeline:
         out = []
         invoke_ms = 0.0
         for region in self.regions:
-            probs = self.model.classify(frame.rgb, region.box)
+            # a region is cut from the full-resolution image when the source has one (the Pi
+            # camera's lores stream is already at the model's size: too coarse to crop)
+            image = frame.full if region.box and frame.full is not None else frame.rgb
+            probs = self.model.classify(image, region.box)
             invoke_ms += self.model.invoke_ms
             out.append(region.chain.process(frame.seq, frame.ts, probs))
         self._invoke_ms = invoke_ms
@@ -279,7 +282,25 @@ def apply_overrides(cfg, args) -> Any:
     updates: dict = {"source": source} if source != cfg.source else {}
     if getattr(args, "model", None):
         updates["model"] = cfg.model.model_copy(update={"path": args.model})
+    if getattr(args, "json", False):  # stdout carries the JSON lines: log sinks move to stderr
+        outputs = [_log_to_stderr(spec) for spec in cfg.outputs]
+        if outputs != cfg.outputs:
+            updates["outputs"] = outputs
     return cfg.model_copy(update=updates) if updates else cfg
+
+
+def _log_to_stderr(spec):
+    name, params = configmod.spec_items([spec])[0]
+    if name != "log" or params.stream != "stdout":
+        return spec
+    return spec.model_copy(update={"log": params.model_copy(update={"stream": "stderr"})})
+
+
+def logs_events_to_stdout(cfg) -> bool:
+    return any(
+        name == "log" and "enter" in params.events and params.stream == "stdout"
+        for name, params in configmod.spec_items(cfg.outputs)
+    )
 
 
 def run_from_args(args) -> int:
@@ -296,7 +317,8 @@ def run_from_args(args) -> int:
     configmod.check_labels(cfg, model.labels, path or "<defaults>")
     log.info("%s", __import__("edge.cli", fromlist=["model_line"]).model_line(model))
     hooks = service.ServiceHooks(service.Notifier.from_env(), cfg.service.status_every_s)
-    pipe = Pipeline(cfg, model, no_drop=args.no_drop, printer=Printer(args.json), hooks=hooks,
+    printer = Printer(args.json, events=not logs_events_to_stdout(cfg))
+    pipe = Pipeline(cfg, model, no_drop=args.no_drop, printer=printer, hooks=hooks,
                     overrides=lambda c: apply_overrides(c, args))
     signals = service.install_signal_handlers(
         on_reload=pipe.reload_event.set, on_stop=pipe.stop_event.set

@@ -202,7 +202,10 @@ def regions_now(pipe) -> list[dict]:
             "top": [[label, round(float(s), 4)] for label, s in r.top] if r else [],
             "active": list(r.active) if r else [],
             "scores": {k: round(float(v), 4) for k, v in r.scores.items()} if r else {},
-            "watched": region.chain.watched(),
+            "watched": {  # float32 in the chain: 0.6 would read 0.6000000238
+                label: {k: None if v is None else round(v, 6) for k, v in lv.items()}
+                for label, lv in region.chain.watched().items()
+            },
         })
     return out
 

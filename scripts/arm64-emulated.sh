@@ -134,7 +134,7 @@ main() {
   local qemu_version
   qemu_version=$("$QEMU" --version | head -1 | sed -E 's/^qemu-aarch64 version ([^ ]+).*/\1/')
   echo "##########################################################################################"
-  echo "# EMULATION, NOT HARDWARE: qemu-user $qemu_version runs Debian 12 arm64 python3.11, CPU $CPU"
+  echo "# EMULATION, NOT HARDWARE: qemu-user $qemu_version, Debian 12 arm64 python3.11, CPU $CPU"
   echo "# It shows the project installs and behaves on aarch64; its timings mean nothing for a Pi."
   echo "##########################################################################################"
 
@@ -169,9 +169,11 @@ main() {
 
   # The project itself, freshly from this tree; it must stay pure Python (no x86 binaries).
   local project=$CACHE/project
+  local isolation=()  # building with the host's setuptools is 5x faster than an isolated build
+  "$HOST_PY" -c 'import setuptools' 2>/dev/null && isolation=(--no-build-isolation)
   rm -rf "$project"
-  "$HOST_PY" -m pip install --quiet --disable-pip-version-check --no-deps --target "$project" \
-    "$REPO"
+  "$HOST_PY" -m pip install --quiet --disable-pip-version-check --no-deps "${isolation[@]}" \
+    --target "$project" "$REPO"
   if find "$project" -name '*.so' | grep -q .; then
     die "the project built native code on x86; it cannot be installed as-is on aarch64"
   fi
@@ -189,13 +191,15 @@ exec '$QEMU' -L '$sysroot' -0 "\$0" '$sysroot/usr/bin/python3.11' "\$@"
 EOF
   chmod +x "$py"
 
-  local machine
-  machine=$("$py" -c 'import platform; print(platform.machine())')
-  echo "emulated platform.machine(): $machine"
-  [ "$machine" = aarch64 ] || die "expected aarch64 inside the emulator, got '$machine'"
-  "$py" -c 'import sys, platform, edge
+  local about machine
+  about=$("$py" -c 'import platform, sys, edge
+print(platform.machine())
 print("emulated python:", sys.version.split()[0], platform.libc_ver(), sys.executable)
-print("edge imported from:", edge.__file__)'
+print("edge imported from:", edge.__file__)')
+  machine=${about%%$'\n'*}
+  echo "emulated platform.machine(): $machine"
+  echo "${about#*$'\n'}"
+  [ "$machine" = aarch64 ] || die "expected aarch64 inside the emulator, got '$machine'"
   step "emulator: ready"
 
   local reference=$CACHE/x86-reference.json

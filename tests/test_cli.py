@@ -57,7 +57,7 @@ def test_classify_json_schema():
     assert r.returncode == 0, r.stderr
     objs = [json.loads(line) for line in r.stdout.splitlines()]
     assert [o["top"][0]["label"] for o in objs] == TOP1
-    for o, image in zip(objs, THREE):
+    for o, image in zip(objs, THREE, strict=True):
         assert set(o) == {"image", "model", "backend", "xnnpack_partitions", "threads",
                           "invoke_ms", "top"}
         assert o["image"] == str(image) and o["model"] == "tf2_mobilenet_v2_1.0_224_ptq"
@@ -95,7 +95,8 @@ def test_bad_model_files(tmp_path):
     assert "cannot load the model (Encountered unresolved custom op: fake-op-double.)" in msg
     gray = patch_input_channels(TINY_MODEL, tmp_path / "gray.tflite", 1)
     msg = _bad("classify", cat, "--model", gray, "--threads", "1")
-    assert "gray.tflite" in msg and "input shape [1, 128, 128, 1] is not NHWC with 3 channels" in msg
+    assert "gray.tflite" in msg
+    assert "input shape [1, 128, 128, 1] is not NHWC with 3 channels" in msg
 
 
 def test_bad_images_and_labels(tmp_path):

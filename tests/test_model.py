@@ -21,7 +21,11 @@ from helpers import backend_name, rgb
 from edge import model as engine
 from edge.errors import ModelError
 
-EXPECTED = {"cat.bmp": "Egyptian cat", "bird.bmp": "chickadee", "grace_hopper.bmp": "military uniform"}
+EXPECTED = {
+    "cat.bmp": "Egyptian cat",
+    "bird.bmp": "chickadee",
+    "grace_hopper.bmp": "military uniform",
+}
 
 
 @pytest.fixture(scope="module")

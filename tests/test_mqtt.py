@@ -17,6 +17,7 @@ import pytest
 from conftest import REPO
 from test_sinks import make_event, make_frame, make_result, photo, wait_for
 
+from edge.errors import ConfigError
 from edge.sinks.outbox import Outbox
 
 MOSQUITTO = Path("/usr/sbin/mosquitto")
@@ -34,10 +35,14 @@ def free_port() -> int:
 class Broker:
     """A mosquitto process on a free local port; stop() and start() simulate an outage."""
 
-    def __init__(self, tmp: Path, persistence: bool = False) -> None:
+    def __init__(self, tmp: Path, persistence: bool = False, extra: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.conf = tmp / "mosquitto.conf"
-        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true"]
+        lines = [f"listener {self.port} 127.0.0.1", *extra]
+        if os.geteuid() == 0:
+            lines.append("user root")  # else it drops to `mosquitto`, who cannot read tmp_path
+        if not any(x.startswith("allow_anonymous") for x in extra):
+            lines.append("allow_anonymous true")
         if persistence:
             lines += ["persistence true", f"persistence_location {tmp}/"]
         else:
@@ -203,6 +208,7 @@ def test_retained_state_is_correct_after_a_broker_restart(broker, tmp_path, img)
 
 KILLED = """
 import sys, time
+from edge.errors import ConfigError
 from edge.sinks.outbox import Outbox
 ob = Outbox([("mqtt", {"port": int(sys.argv[1]), "spool": sys.argv[2]})], "porch pi", "m")
 ob.start()
@@ -278,5 +284,58 @@ def test_spool_overflow_counts_each_lost_event(tmp_path, img):
     wait_for(lambda: ob.sink_stats()["mqtt"]["queued"] == 0, 5, "the queue")
     s = ob.sink_stats()["mqtt"]
     assert s["lost"] > 0 and s["spooled"] + s["lost"] == n
+    assert s["state"].startswith("unreachable") and not s["connected"]
     assert (tmp_path / "spool.jsonl").stat().st_size <= 0.01 * 1024 * 1024
     ob.close(timeout=1)
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture
+def tls_broker(tmp_path):
+    """A TLS-only broker with a throwaway CA, a certificate for 127.0.0.1 and one user."""
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+            "-subj", "/CN=edge test CA", cwd=tmp_path)
+    openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1",
+            cwd=tmp_path)
+    (tmp_path / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "san.ext",
+            cwd=tmp_path)
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(tmp_path / "passwd"), "edge", "s3cret"],
+                   check=True, capture_output=True)
+    b = Broker(tmp_path, extra=(
+        f"cafile {tmp_path}/ca.crt", f"certfile {tmp_path}/server.crt",
+        f"keyfile {tmp_path}/server.key", f"password_file {tmp_path}/passwd",
+        "allow_anonymous false",
+    ))
+    b.start()
+    yield b
+    b.stop()
+
+
+def test_tls_with_password_file(tls_broker, tmp_path, img):
+    secret = tmp_path / "mqtt-password"
+    secret.write_text("s3cret\n")
+    ob = mqtt_outbox(tls_broker.port, tmp_path, tls=True, ca_file=str(tmp_path / "ca.crt"),
+                     username="edge", password_file=str(secret))
+    publish(ob, 1, img=img)
+    wait_for(lambda: ob.sink_stats()["mqtt"]["sent"] == 1, 5, "the ack over TLS")
+    ob.close()
+    # a wrong password is refused: events wait in the spool, nothing is lost
+    secret.write_text("wrong\n")
+    spec = {"port": tls_broker.port, "spool": str(tmp_path / "spool2.jsonl"), "tls": True,
+            "ca_file": str(tmp_path / "ca.crt"), "username": "edge",
+            "password_file": str(secret), "backoff_min_s": 0.1}
+    ob = Outbox([("mqtt", spec)], "porch pi", "m")
+    ob.start()
+    wait_for(lambda: ob.sink_stats()["mqtt"]["state"].startswith("refused"), 5, "the refusal")
+    publish(ob, 2, img=img)
+    wait_for(lambda: ob.sink_stats()["mqtt"]["spooled"] == 1, 5, "the spool")
+    assert "not authorized" in ob.sink_stats()["mqtt"]["state"].lower()
+    ob.close(timeout=1)
+    with pytest.raises(ConfigError, match="cannot read"):
+        Outbox([("mqtt", {**spec, "password_file": str(tmp_path / "missing")})], "d", "m")

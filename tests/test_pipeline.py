@@ -78,15 +78,16 @@ def test_no_drop_results_equal_classify(tmp_path, demo_clip):
         if n % 5 == 0:  # a sample of the frames keeps the test quick
             cv2.imwrite(str(frames / f"f{n:04d}.png"), bgr)  # PNG: lossless
         n += 1
+    cfg = _cfg(tmp_path, "model: {threads: 1}\nweb: {enabled: false}\npostprocess: []\n")
     r = run_edge("run", "--source", demo_clip, "--model", DEFAULT_MODEL, "--no-drop", "--json",
-                 "--config", _cfg(tmp_path, "model: {threads: 1}\nweb: {enabled: false}\n"))
+                 "--config", cfg)
     assert r.returncode == 0, r.stderr
     results = [json.loads(ln)["result"] for ln in r.stdout.splitlines() if '"result"' in ln]
     assert [x["seq"] for x in results] == list(range(n))
     pngs = sorted(frames.iterdir())
     c = run_edge("classify", *pngs, "--model", DEFAULT_MODEL, "--json", "--threads", "1")
     assert c.returncode == 0, c.stderr
-    for line, png in zip(c.stdout.splitlines(), pngs):
+    for line, png in zip(c.stdout.splitlines(), pngs, strict=True):
         want = [t for t in json.loads(line)["top"] if t["score"] > 0]  # the chain omits zeros
         got = results[int(png.stem[1:])]["top"]
         assert [t["label"] for t in got] == [t["label"] for t in want]

@@ -30,8 +30,9 @@ def open_source(cfg: SourceConfig, model_size: tuple[int, int]) -> Source:
         kind, device = detect()
         cfg = cfg.model_copy(update={"kind": kind, "device": device})
     if kind == "picamera2":
-        from edge.capture.picamera2 import Picamera2Source
+        from edge.capture.picamera2 import Picamera2Source, import_picamera2
 
+        import_picamera2()  # not installed: say how now, not at every reconnect
         return Picamera2Source(cfg, model_size)
     if kind == "opencv":
         return OpenCVSource(cfg)

@@ -27,6 +27,7 @@ class Scores:
     # The labels and scores the last deciding stage (threshold, hysteresis) compared with its
     # levels: what the web page's score bars show against the enter/exit marks.
     judged: tuple[list[str], np.ndarray] | None = None
+    ranked: tuple[np.ndarray, np.ndarray] | None = None  # (vec, its top-k indices) from top_k
 
 
 def indices(patterns: list[str] | tuple[str, ...], labels: list[str]) -> np.ndarray:

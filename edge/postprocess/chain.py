@@ -56,11 +56,7 @@ class Chain:
                 pos = {label: i for i, label in enumerate(st.labels)}
                 for label in names:
                     if label in pos:
-                        i = pos[label]
-                        levels[label] = {
-                            "enter": float(st.thr[i] if st.name == "threshold" else st.enter[i]),
-                            "exit": float(st.thr[i] if st.name == "threshold" else st.exit[i]),
-                        }
+                        levels[label] = st.level_of(pos[label])
         out = {}
         for label in dict.fromkeys(names):
             lv = levels.get(label, {"enter": None, "exit": None})
@@ -78,8 +74,10 @@ class Chain:
         for stage in self.stages:
             s = stage(s)
         v = s.vec
-        best = top_indices(v, s.k)
-        top = [(s.labels[i], float(v[i])) for i in best.tolist() if v[i] > 0]
+        ranked = s.ranked is not None and s.ranked[0] is v
+        best = s.ranked[1] if ranked else top_indices(v, s.k)
+        labels = s.labels
+        top = [(labels[i], x) for i, x in zip(best.tolist(), v[best].tolist(), strict=True) if x > 0]
         jv = s.judged[1] if s.judged is not None else v
         scores = dict(zip(self._watch_names, jv[self._watch_idx].tolist(), strict=True))
         result = Result(seq, ts, self.roi, top, s.active, scores)

@@ -1,13 +1,17 @@
 """Option tables for docs/postprocess.md, generated from each stage's Params (the schema).
 
-`python -m edge.postprocess.docs` prints every stage's table; a test checks that the document
-holds exactly these tables, so the docs cannot drift from the code.
+`python -m edge.postprocess.docs` prints every stage's section; `... --write
+docs/postprocess.md` rewrites the tables there. A test checks that the document holds exactly
+these tables, so the docs cannot drift from the code.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import sys
 import types
+from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import annotated_types as at
@@ -52,14 +56,16 @@ def _bounds(metadata: list) -> str:
     return ", ".join(parts)
 
 
-def _inner_bounds(ann: Any) -> str:
-    """Bounds on the values of a dict/list/union (e.g. per_label levels 0..1)."""
+def _inner_bounds(ann: Any, prefix: str = "") -> str:
+    """Bounds inside a union ('0.5 or null'), or on a dict's or list's values (per_label)."""
+    if get_origin(ann) in (dict, list):
+        prefix = "values "
     for a in get_args(ann):
         if get_origin(a) is Annotated:
             meta = [m for x in get_args(a)[1:] for m in getattr(x, "metadata", [x])]
             if b := _bounds(meta):
-                return f"values {b}"
-        elif b := _inner_bounds(a):
+                return prefix + b
+        elif b := _inner_bounds(a, prefix):
             return b
     return ""
 
@@ -94,9 +100,27 @@ def options_table(cls) -> str:
 
 
 ORDER = ("group", "filter", "smooth", "threshold", "hysteresis", "top_k")  # a typical chain
+TABLE = re.compile(r"^\| option \|.*?(?=\n\n|\n?\Z)", re.S | re.M)
 
 
-def main() -> None:
+def update(path: Path) -> None:
+    """Rewrite the option table under each stage's `## `name`` heading in a markdown file."""
+    text = path.read_text(encoding="utf-8")
+    for name, cls in STAGES.items():
+        head = text.find(f"## `{name}`")
+        if head < 0:
+            raise SystemExit(f"{path}: no section for stage {name!r}")
+        m = TABLE.search(text, head)
+        text = text[: m.start()] + options_table(cls) + text[m.end() :]
+    path.write_text(text, encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Print every stage's section, or with --write FILE update the tables in FILE."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--write"] and len(argv) == 2:
+        update(Path(argv[1]))
+        return
     names = [n for n in ORDER if n in STAGES] + [n for n in STAGES if n not in ORDER]
     for name in names:
         cls = STAGES[name]

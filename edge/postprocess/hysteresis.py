@@ -16,6 +16,7 @@ from edge.postprocess.base import Scores, indices
 Level = Annotated[float, Field(ge=0, le=1)]
 EnterLevel = Annotated[float, Field(gt=0, le=1)]  # 0 would make every label enter at once
 Seconds = Annotated[float, Field(ge=0, le=86400)]
+EXIT_RATIO = 0.7  # exit level when only enter is given: a band against flapping
 EPS = 1e-9  # frame timestamps are sums of floats: 0.1 * 5 must count as 0.5 s
 
 
@@ -36,8 +37,10 @@ class HysteresisParams(Strict):
     enter: EnterLevel = Field(
         0.5, description="a label enters once its score is at least this"
     )
-    exit: Level = Field(
-        0.35, description="an active label exits once its score falls below this (<= enter)"
+    exit: Level | None = Field(
+        None,
+        description="an active label exits once its score falls below this (<= enter); "
+        f"default: {EXIT_RATIO} x enter",
     )
     per_label: dict[str, EnterLevel | LabelLevels] = Field(
         default_factory=dict,
@@ -66,6 +69,8 @@ class HysteresisParams(Strict):
 
     @model_validator(mode="after")
     def _ordered(self):
+        if self.exit is None:
+            self.exit = round(self.enter * EXIT_RATIO, 6)
         if self.exit > self.enter:
             raise ValueError(f"exit ({self.exit}) must not be above enter ({self.enter})")
         return self
@@ -73,8 +78,8 @@ class HysteresisParams(Strict):
 
 def _levels(params, labels: list[str]) -> tuple[np.ndarray, np.ndarray, set[int]]:
     """Per-label enter and exit vectors (enter is +inf for untracked labels), and the named."""
-    enter = np.full(len(labels), params.enter, dtype=np.float32)
-    exit_ = np.full(len(labels), params.exit, dtype=np.float32)
+    enter = np.full(len(labels), params.enter, dtype=np.float64)
+    exit_ = np.full(len(labels), params.exit, dtype=np.float64)
     ratio = params.exit / params.enter if params.enter else 1.0
     named: set[int] = set()
     for pattern, lv in params.per_label.items():
@@ -116,7 +121,8 @@ class Hysteresis:
 
     def __init__(self, params, labels: list[str]) -> None:
         self.params, self.labels = params, labels
-        self.enter, self.exit, self.named = _levels(params, labels)
+        self.enter64, self.exit64, self.named = _levels(params, labels)  # exact, for reports
+        self.enter, self.exit = self.enter64.astype(np.float32), self.exit64.astype(np.float32)
         # Per-label state lives only for the few labels at/above enter or active, so a frame
         # costs one vector compare plus a loop over those few (at most 1/enter of them).
         self.runs: dict[int, tuple[int, float]] = {}  # label -> (frames in a row, first ts)
@@ -125,10 +131,10 @@ class Hysteresis:
         self.pending_exit: list[str] = []  # active labels a reload stopped tracking
 
     def levels(self) -> dict[str, dict]:
-        return {
-            self.labels[i]: {"enter": float(self.enter[i]), "exit": float(self.exit[i])}
-            for i in sorted(self.named)
-        }
+        return {self.labels[i]: self.level_of(i) for i in sorted(self.named)}
+
+    def level_of(self, i: int) -> dict:
+        return {"enter": float(self.enter64[i]), "exit": float(self.exit64[i])}
 
     def __call__(self, s: Scores) -> Scores:
         p, v, ts, labels = self.params, s.vec, s.ts, s.labels

@@ -45,15 +45,16 @@ class Threshold:
     def __init__(self, params, labels: list[str]) -> None:
         self.params, self.labels = params, labels
         self.thr = per_label(params.default, params.per_label, labels)
+        self.thr64 = per_label(params.default, params.per_label, labels, np.float64)  # reports
         self.counts = self.thr > 0  # a 0 threshold passes everything without making it active
 
     def levels(self) -> dict[str, dict]:
         """label -> {"enter", "exit"} for the labels per_label names (web score bars)."""
         named = {i for p in self.params.per_label for i in labelmatch.resolve(p, self.labels)}
-        return {
-            self.labels[i]: {"enter": float(self.thr[i]), "exit": float(self.thr[i])}
-            for i in sorted(named)
-        }
+        return {self.labels[i]: self.level_of(i) for i in sorted(named)}
+
+    def level_of(self, i: int) -> dict:
+        return {"enter": float(self.thr64[i]), "exit": float(self.thr64[i])}
 
     def __call__(self, s: Scores) -> Scores:
         v = s.vec

@@ -37,7 +37,7 @@ class TopK:
             out = np.zeros_like(v)
             best = top_indices(v, self.k)
             out[best] = v[best]
-            s.vec = out
+            s.vec, s.ranked = out, (out, best)
         return s
 
     def carry_over(self, old) -> None:

@@ -217,14 +217,17 @@ class MqttSink(Sink):
         c.max_queued_messages_set(1000)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
+        c.on_connect_fail = self._on_connect_fail
         return c
 
     # -- paho's network thread: flags only ---------------------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            self.state = f"refused: {reason_code}"
-            log.warning("mqtt %s:%s refused the connection: %s", self.params.host,
-                        self.params.port, reason_code)
+            state = f"refused: {reason_code}"
+            if state != self.state:  # once, not on every retry
+                log.warning("mqtt %s:%s refused the connection: %s", self.params.host,
+                            self.params.port, reason_code)
+            self.state = state
             return
         client.publish(self.avail, "online", qos=1, retain=True)
         self.connected = True
@@ -233,12 +236,19 @@ class MqttSink(Sink):
         self.state = "connected"
         log.info("mqtt connected to %s:%s", self.params.host, self.params.port)
 
+    def _on_connect_fail(self, client, userdata) -> None:
+        if not self.state.startswith("unreachable"):
+            log.warning("mqtt %s:%s unreachable; events are spooled, retrying",
+                        self.params.host, self.params.port)
+        self.state = "unreachable: retrying with backoff"
+
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if self.connected and not self.stopping.is_set():
             log.warning("mqtt disconnected from %s:%s (%s); events are spooled",
                         self.params.host, self.params.port, reason_code)
         self.connected = False
-        self.state = f"disconnected: {reason_code}"
+        if not self.state.startswith("refused"):
+            self.state = f"disconnected: {reason_code}"
 
     # -- worker ------------------------------------------------------------------------------
     def _publish(self, topic: str, payload: str, retain: bool = False) -> mqtt.MQTTMessageInfo:

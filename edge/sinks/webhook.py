@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -66,7 +67,8 @@ class WebhookSink(Sink):
         except urllib.error.HTTPError as e:
             retry = e.code >= 500 or e.code in (408, 429)
             raise HttpError(f"HTTP {e.code} {e.reason}", retry) from None
-        except (urllib.error.URLError, OSError) as e:  # refused, timeout, reset, DNS
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+            # refused, timeout, reset, DNS, a garbled answer
             reason = getattr(e, "reason", e)
             raise HttpError(f"{type(reason).__name__}: {reason}", True) from None
 

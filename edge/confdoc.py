@@ -1,0 +1,211 @@
+"""The schema rendered for people: a commented YAML of every option, and a markdown reference.
+
+`configs/default.yaml` and `docs/config.md` are generated from here (`edge config default`,
+`edge config docs`), and a test checks they match, so the documentation cannot drift from the
+code that validates it.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+import typing
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
+
+from edge.config import config_model
+
+HEADER = """\
+# edge configuration: every option, its default and what it does.
+# Generated from the schema in edge/config.py (`edge config default`); an empty file means
+# all defaults. Keep only what you change. Validate with `edge config validate FILE`, apply a
+# change to the running service with `systemctl reload edge`. Secrets can come from the
+# environment (${VAR}) or files (password_file, token_file) instead of sitting here.
+"""
+
+
+def _allowed(annotation: Any) -> list[Any] | None:
+    """The literal values an annotation allows, if it is (a union with) a Literal."""
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return list(typing.get_args(annotation))
+    if origin in (Union, types.UnionType):
+        vals = [v for a in typing.get_args(annotation) for v in (_allowed(a) or [])]
+        return vals or None
+    return None
+
+
+def _bounds(info: FieldInfo) -> str:
+    parts = []
+    for m in info.metadata:
+        for attr, sym in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+            v = getattr(m, attr, None)
+            if v is not None:
+                parts.append(f"{sym} {v}")
+    return ", ".join(parts)
+
+
+def _default(info: FieldInfo) -> Any:
+    if info.default is not PydanticUndefined:
+        return info.default
+    if info.default_factory is not None:
+        try:
+            return info.default_factory()
+        except TypeError:
+            return None
+    return PydanticUndefined
+
+
+def _scalar(v: Any) -> str:
+    if isinstance(v, BaseModel):
+        v = v.model_dump(mode="json")
+    return json.dumps(v) if not isinstance(v, str) or not v or ":" in v or v[0] in "*{[&!|>" \
+        else v
+
+
+def _flow(value: Any) -> str:
+    """A YAML flow mapping, e.g. {method: ema, alpha: 0.5}."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_flow(v)}" for k, v in value.items()) + "}"
+    return _scalar(value)
+
+
+def help_line(info: FieldInfo) -> str:
+    text = info.description or ""
+    allowed = _allowed(info.annotation)
+    extra = []
+    if allowed and len(allowed) > 1:
+        extra.append("one of " + " | ".join(str(a) for a in allowed))
+    if b := _bounds(info):
+        extra.append(b)
+    return text + (f" ({'; '.join(extra)})" if extra else "")
+
+
+def _annotation_help(annotation: Any) -> str:
+    """The description carried by an Annotated params type (e.g. `top_k: 3`, `group: {...}`)."""
+    for m in getattr(annotation, "__metadata__", ()):
+        if getattr(m, "description", None):
+            return m.description
+    return "see docs/postprocess.md"
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def _yaml_model(model: type[BaseModel], indent: str, out: list[str], skip=()) -> None:
+    for name, info in model.model_fields.items():
+        if name in skip:
+            continue
+        help_text = help_line(info)
+        if help_text:
+            out.append(f"{indent}# {help_text}")
+        sub = _model_of(info.annotation)
+        default = _default(info)
+        if sub is not None:
+            out.append(f"{indent}{name}:")
+            _yaml_model(sub, indent + "  ", out)
+        elif default is PydanticUndefined:
+            out.append(f"{indent}# {name}: (required)")
+        elif default is None:
+            out.append(f"{indent}# {name}: null")
+        else:
+            out.append(f"{indent}{name}: {_scalar(default)}")
+
+
+def _catalogue(title: str, registry, indent: str, out: list[str]) -> None:
+    """Every stage or sink with its options, commented out, to copy from."""
+    out.append(f"{indent}# {title}:")
+    for name, cls in registry.items():
+        doc = (cls.__doc__ or "").strip().split("\n")[0]
+        out.append(f"{indent}#   - {name}:    {doc}")
+        params = cls.Params
+        if _model_of(params) is None:
+            out.append(f"{indent}#       {_annotation_help(params)}")
+            continue
+        for fname, info in params.model_fields.items():
+            d = _default(info)
+            shown = "(required)" if d is PydanticUndefined else _scalar(d)
+            out.append(f"{indent}#       {fname}: {shown}    # {help_line(info)}")
+
+
+def default_yaml() -> str:
+    from edge.postprocess import STAGES
+    from edge.sinks import SINKS
+
+    model = config_model()
+    out = [HEADER.rstrip("\n"), ""]
+    for name, info in model.model_fields.items():
+        if info.description:
+            out.append(f"# {help_line(info)}")
+        sub = _model_of(info.annotation)
+        if sub is not None:
+            out.append(f"{name}:")
+            _yaml_model(sub, "  ", out)
+        elif name == "device":
+            out.append("# device: my-pi    (default: this machine's hostname)")
+        else:
+            default = _default(info)
+            if name == "rois":
+                out.append("rois: []")
+                out.append("# rois:\n#   - {name: feeder, box: [0.25, 0.10, 0.75, 0.60]}")
+            else:
+                items = default or []
+                out.append(f"{name}:" if items else f"{name}: []")
+                for item in items:
+                    ((key, value),) = item.items()
+                    out.append(f"  - {key}: {_flow(value)}")
+                registry = STAGES if name == "postprocess" else SINKS
+                _catalogue("available " + ("stages" if name == "postprocess" else "outputs"),
+                           registry, "  ", out)
+        out.append("")
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def _md_rows(model: type[BaseModel], prefix: str, rows: list[str]) -> None:
+    for name, info in model.model_fields.items():
+        sub = _model_of(info.annotation)
+        if sub is not None:
+            _md_rows(sub, f"{prefix}{name}.", rows)
+            continue
+        d = _default(info)
+        shown = "required" if d is PydanticUndefined else f"`{_scalar(d)}`"
+        if prefix == "" and name == "device":
+            shown = "hostname"
+        elif isinstance(d, list) and d and isinstance(d[0], dict):
+            shown = "`[" + ", ".join(_flow(x) for x in d) + "]`"
+        text = help_line(info).replace("|", "\\|")
+        rows.append(f"| `{prefix}{name}` | {shown} | {text} |")
+
+
+def markdown() -> str:
+    from edge.postprocess import STAGES
+    from edge.sinks import SINKS
+
+    out = [
+        "# Configuration reference",
+        "",
+        "Generated from the schema in `edge/config.py` by `edge config docs`; a test keeps it "
+        "in step. The commented [configs/default.yaml](../configs/default.yaml) holds the same.",
+        "",
+        "| option | default | meaning |",
+        "|---|---|---|",
+    ]
+    _md_rows(config_model(), "", out)
+    for title, registry in (("Post-processing stages", STAGES), ("Outputs", SINKS)):
+        out += ["", f"## {title}", ""]
+        for name, cls in registry.items():
+            doc = (cls.__doc__ or "").strip().split("\n")[0]
+            out += [f"### `{name}`", "", doc, ""]
+            if _model_of(cls.Params) is None:
+                out += [f"Its value: {_annotation_help(cls.Params)}.", ""]
+                continue
+            out += ["| option | default | meaning |", "|---|---|---|"]
+            _md_rows(cls.Params, "", out)
+            out.append("")
+    return "\n".join(out).rstrip("\n") + "\n"

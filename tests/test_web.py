@@ -1,0 +1,445 @@
+"""The web page, API, /metrics and /healthz, against `edge run` on a real video.
+
+Everything goes through real HTTP (urllib) and a real headless Chromium (selenium with the
+Debian chromium and chromedriver); the stall test feeds `edge run` a live MJPEG stream over
+HTTP and then stops sending frames, which is what a dead network camera does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import DEFAULT_MODEL, REPO
+from prometheus_client.parser import text_string_to_metric_families
+
+from edge.config import WebConfig
+from edge.errors import EdgeError
+from edge.web import access_from_config, is_loopback, parse_bind, token_ok
+
+CHAIN = """
+postprocess:
+  - group:
+      cat: ["tabby*", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat"]
+      bird: ["chickadee", "macaw", "ruffed grouse*", "house finch*", "magpie"]
+  - smooth: {method: ema, alpha: 0.6}
+  - hysteresis: {enter: 0.6, exit: 0.3, labels: [cat, bird, daisy], min_frames: 2}
+"""
+URL_LINE = re.compile(r"web: serving (http://\S+)")
+
+
+# ------------------------------------------------------------------ helpers
+
+
+class Edge:
+    """`python -m edge run` in the background; `url` is read from its log line."""
+
+    def __init__(self, tmp: Path, config: str, source: str, *extra: str) -> None:
+        self.cfg = tmp / "edge.yaml"
+        self.cfg.write_text(config)
+        self.log = tmp / "edge.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "edge", "run", "--config", str(self.cfg), "--source", source,
+             "--model", str(DEFAULT_MODEL), *extra],
+            stdout=subprocess.DEVNULL, stderr=self.log.open("w"), cwd=REPO,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.url = ""
+
+    def wait_url(self, timeout: float = 40) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = URL_LINE.search(self.log.read_text())
+            if m:
+                self.url = m.group(1)
+                return self.url
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise AssertionError(f"edge run did not start its web server:\n{self.log.read_text()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def http(url: str, token: str | None = None, method: str = "GET", timeout: float = 10):
+    """(status, headers, body) for one request; error statuses are returned, not raised."""
+    req = urllib.request.Request(url, method=method)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+def get_json(url: str, token: str | None = None):
+    code, _, body = http(url, token)
+    assert code == 200, (url, code, body)
+    return json.loads(body)
+
+
+def wait_for(check, timeout: float, what: str, every: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def metrics(url: str, token: str | None = None) -> dict[str, list]:
+    code, headers, body = http(url + "metrics", token)
+    assert code == 200 and headers["Content-Type"].startswith("text/plain")
+    return {f.name: f.samples for f in text_string_to_metric_families(body.decode())}
+
+
+def value(fams: dict, family: str, sample: str | None = None, **labels) -> float:
+    for s in fams[family]:
+        if (sample is None or s.name == sample) and all(s.labels.get(k) == v
+                                                        for k, v in labels.items()):
+            return s.value
+    raise KeyError(f"{family} {sample} {labels}")
+
+
+def read_mjpeg_frames(url: str, n: int, timeout: float = 15) -> list[np.ndarray]:
+    """The first `n` JPEG parts of a multipart/x-mixed-replace stream, decoded."""
+    frames = []
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        assert r.headers["Content-Type"].startswith("multipart/x-mixed-replace")
+        while len(frames) < n:
+            line = r.readline()
+            if line.lower().startswith(b"content-length:"):
+                size = int(line.split(b":")[1])
+                r.readline()  # blank line after the part headers
+                img = cv2.imdecode(np.frombuffer(r.read(size), np.uint8), cv2.IMREAD_COLOR)
+                assert img is not None
+                frames.append(img)
+    return frames
+
+
+# ------------------------------------------------------------------ the running service
+
+
+@pytest.fixture(scope="module")
+def edge(tmp_path_factory, demo_clip):
+    tmp = tmp_path_factory.mktemp("web")
+    config = f"""
+device: web-test
+source: {{loop: true}}
+model: {{threads: 1}}
+{CHAIN}
+outputs:
+  - snapshot: {{dir: {tmp / "snaps"}, max_mb: 20}}
+  - mqtt: {{host: 127.0.0.1, port: 9, password: hunter2-secret}}
+web: {{bind: "127.0.0.1:0", preview_fps: 5}}
+"""
+    e = Edge(tmp, config, str(demo_clip))
+    try:
+        e.wait_url()
+        wait_for(lambda: http(e.url + "healthz")[0] == 200, 20, "healthz 200")
+        yield e
+    finally:
+        e.stop()
+
+
+def test_status_regions_and_health(edge):
+    s = get_json(edge.url + "api/status")
+    assert s["device"] == "web-test" and s["health"]["ok"], s["health"]
+    assert s["stats"]["source_state"] == "running" and s["stats"]["frames_classified"] > 0
+    assert s["model"]["backend"] and s["model"]["xnnpack_partitions"] >= 1
+    (region,) = s["regions"]
+    assert region["name"] is None
+    assert region["watched"] == {lb: {"enter": 0.6, "exit": 0.3} for lb in ("cat", "bird", "daisy")}
+    assert set(region["scores"]) == {"cat", "bird", "daisy"} and region["top"]
+    assert set(s["sinks"]) == {"snapshot", "mqtt"}
+    code, _, body = http(edge.url + "healthz")
+    assert code == 200 and body.startswith(b"ok:")
+
+
+def test_events_since_and_snapshots(edge):
+    first = wait_for(lambda: get_json(edge.url + "api/events?since=0")["events"], 20, "events")
+    ids = [e["id"] for e in first]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    later = get_json(edge.url + f"api/events?since={ids[-1]}")
+    assert all(e["id"] > ids[-1] for e in later["events"])
+    assert later["last"] >= ids[-1]
+    assert {e["type"] for e in first} <= {"enter", "exit"}
+    assert {e["label"] for e in first} <= {"cat", "bird", "daisy"}
+
+    def snapshot():
+        for e in get_json(edge.url + "api/events?since=0")["events"]:
+            if e["snapshot_url"]:
+                code, headers, body = http(edge.url + e["snapshot_url"])
+                if code == 200:
+                    return e, headers, body
+        return None
+
+    event, headers, body = wait_for(snapshot, 20, "a snapshot served")
+    assert event["type"] == "enter" and headers["Content-Type"] == "image/jpeg"
+    img = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
+    assert img.shape == (480, 640, 3)
+    # Only files directly in a snapshot directory: no traversal, no other files.
+    (edge.cfg.parent / "snaps" / "notes.txt").write_text("x")
+    for bad in ("..%2Fedge.yaml", "../edge.yaml", "%2E%2E/edge.yaml", "notes.txt",
+                "..%2F..%2Fetc%2Fpasswd", "missing.jpg"):
+        assert http(edge.url + "snapshots/" + bad)[0] == 404, bad
+    assert http(edge.url + "api/events?since=abc")[0] == 400
+
+
+def test_config_is_masked_and_nothing_changes_state(edge):
+    code, _, body = http(edge.url + "api/config")
+    assert code == 200 and b"hunter2-secret" not in body
+    cfg = json.loads(body)
+    assert cfg["outputs"][1]["mqtt"]["password"] == "***"
+    assert cfg["postprocess"][2]["hysteresis"]["enter"] == 0.6
+    for method in ("POST", "PUT", "DELETE"):
+        assert http(edge.url + "api/config", method=method)[0] == 405
+    assert http(edge.url + "nope")[0] == 404
+
+
+def test_metrics_parse_and_counters_increase(edge):
+    a = metrics(edge.url)
+    time.sleep(1.0)
+    b = metrics(edge.url)
+    for fam in ("edge_frames_captured", "edge_frames_classified"):
+        assert value(b, fam) > value(a, fam) > 0
+    assert value(b, "edge_frames_dropped") >= value(a, "edge_frames_dropped") >= 0
+    for hist in ("edge_invoke_seconds", "edge_latency_seconds"):
+        count = value(b, hist, f"{hist}_count")
+        assert count > value(a, hist, f"{hist}_count")
+        assert value(b, hist, f"{hist}_bucket", le="+Inf") == count
+        assert value(b, hist, f"{hist}_sum") > 0
+        buckets = [s.value for s in b[hist] if s.name.endswith("_bucket")]
+        assert buckets == sorted(buckets)  # cumulative
+    assert value(b, "edge_frames_classified") >= value(b, "edge_invoke_seconds",
+                                                       "edge_invoke_seconds_count")
+    assert value(b, "edge_source_state", state="running") == 1
+    assert value(b, "edge_source_state", state="reconnecting") == 0
+    assert value(b, "edge_healthy") == 1
+    assert value(b, "edge_events", "edge_events_total", type="enter", label="bird") >= 1
+    assert value(b, "edge_sink_queue_depth", sink="snapshot") >= 0
+    assert value(b, "edge_sink_queue_capacity", sink="snapshot") == 8
+    assert value(b, "edge_sink_dropped", sink="mqtt") >= 0
+    assert value(b, "edge_xnnpack_partitions") >= 1
+    assert {s.labels["label"] for s in b["edge_score"]} == {"cat", "bird", "daisy"}
+
+
+def test_mjpeg_stream_and_snapshot(edge):
+    frames = read_mjpeg_frames(edge.url + "stream.mjpg", 3)
+    assert all(f.shape == (480, 640, 3) for f in frames)
+    assert any(np.abs(f.astype(int) - frames[0]).mean() > 0.5 for f in frames[1:])
+    code, headers, body = http(edge.url + "snapshot.jpg")
+    assert code == 200 and headers["Content-Type"] == "image/jpeg"
+    assert cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR).std() > 10
+
+
+# ------------------------------------------------------------------ the page in Chromium
+
+
+@pytest.fixture
+def browser(tmp_path):
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (binary and driver):
+        pytest.skip("chromium and chromedriver are not installed")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = binary
+    opts.page_load_strategy = "eager"
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--window-size=1400,1000",
+                 f"--user-data-dir={tmp_path / 'chromium'}"):
+        opts.add_argument(flag)
+    d = webdriver.Chrome(service=Service(driver), options=opts)
+    try:
+        yield d
+    finally:
+        d.quit()
+
+
+def test_page_preview_updates_and_bars_move(edge, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    browser.get(edge.url)
+    wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, ".row .fill")) == 3, 20,
+             "three score bars")
+    header = browser.find_element(By.ID, "model").text
+    assert "XNNPACK 1 partition" in header and "tf2_mobilenet_v2_1.0_224_ptq" in header
+    assert browser.find_element(By.ID, "health").text == "healthy"
+    marks = browser.execute_script(
+        "return [...document.querySelectorAll('.row .mark.enter, .row .mark.exit')]"
+        ".map(m => m.style.left)")
+    assert sorted(set(marks)) == ["30%", "60%"]
+
+    preview = browser.find_element(By.ID, "preview")
+    wait_for(lambda: browser.execute_script("return arguments[0].naturalWidth", preview) == 640,
+             20, "the preview image")
+    first = cv2.imdecode(np.frombuffer(preview.screenshot_as_png, np.uint8), cv2.IMREAD_COLOR)
+    wait_for(lambda: np.abs(cv2.imdecode(np.frombuffer(preview.screenshot_as_png, np.uint8),
+                                         cv2.IMREAD_COLOR).astype(int) - first).mean() > 1,
+             10, "the preview to change")
+
+    widths = "return [...document.querySelectorAll('.row .fill')].map(f => f.style.width)"
+    before = browser.execute_script(widths)
+    wait_for(lambda: browser.execute_script(widths) != before, 10, "the score bars to move")
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#events li[data-id]"), 10,
+             "events listed")
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#events li img"), 10,
+             "an event snapshot")
+    assert browser.find_element(By.ID, "stats").text.count("fps") == 2
+
+    shot = tmp_path / "page.png"
+    assert browser.save_screenshot(str(shot))
+    img = cv2.imread(str(shot))
+    assert img.shape[0] > 500 and img.std() > 20  # not blank
+    assert np.abs(img.astype(int) - img.mean(axis=(0, 1))).mean() > 10
+
+
+# ------------------------------------------------------------------ token and stall
+
+
+class MjpegCamera:
+    """A network camera: serves the clip's frames as MJPEG over HTTP until `stall()`."""
+
+    def __init__(self, clip: Path, fps: float = 15) -> None:
+        cap = cv2.VideoCapture(str(clip))
+        self.jpegs = []
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            self.jpegs.append(cv2.imencode(".jpg", frame)[1].tobytes())
+        cap.release()
+        self.stalled = threading.Event()
+        self.closing = threading.Event()
+        cam = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                if cam.stalled.is_set():  # accept, then never answer
+                    cam.closing.wait()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=f")
+                self.end_headers()
+                i = 0
+                try:
+                    while not cam.stalled.is_set():
+                        data = cam.jpegs[i % len(cam.jpegs)]
+                        i += 1
+                        self.wfile.write(b"--f\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                                         b"%d\r\n\r\n" % len(data) + data + b"\r\n")
+                        time.sleep(1 / fps)
+                    cam.closing.wait()  # the connection stays open, silent
+                except OSError:
+                    pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/video.mjpg"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stall(self) -> None:
+        self.stalled.set()
+
+    def close(self) -> None:
+        self.closing.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_token_required_off_loopback_and_healthz_flips_on_stall(tmp_path, demo_clip):
+    token = "s3cret-token-for-tests"
+    (tmp_path / "token").write_text(token + "\n")
+    camera = MjpegCamera(demo_clip)
+    e = Edge(tmp_path, f"""
+source: {{stall_timeout_s: 1, backoff_initial_s: 0.5}}
+model: {{threads: 1}}
+{CHAIN}
+web: {{bind: "0.0.0.0:0", token_file: {tmp_path / "token"}}}
+""", camera.url)
+    try:
+        url = e.wait_url().replace("0.0.0.0", "127.0.0.1")
+        for path in ("", "healthz", "api/status", "api/config", "metrics", "stream.mjpg",
+                     "snapshot.jpg", "api/events?since=0", "snapshots/x.jpg"):
+            code, headers, _ = http(url + path)
+            assert code == 401 and headers["WWW-Authenticate"].startswith("Bearer"), path
+            assert http(url + path, token="wrong")[0] == 401, path
+        assert http(url + "api/events?since=0&token=" + token)[0] == 200
+        code, _, page = http(url + "?token=" + token)
+        assert code == 200 and b"<title>edge</title>" in page
+        wait_for(lambda: http(url + "healthz", token)[0] == 200, 30, "healthz 200 on the stream")
+        cfg = get_json(url + "api/config", token)
+        assert cfg["web"]["token"] is None and cfg["web"]["token_file"]
+        frames = read_mjpeg_frames(url + "stream.mjpg?token=" + token, 2)
+        assert frames[0].shape == (480, 640, 3)
+
+        camera.stall()
+        t0 = time.monotonic()
+        code, body = wait_for(lambda: (lambda r: r[0] == 503 and (r[0], r[2]))(
+            http(url + "healthz", token)), 15, "healthz 503 after the stall")
+        assert "source reconnecting" in body.decode() or "no frame" in body.decode()
+        assert time.monotonic() - t0 < 15
+        m = metrics(url, token)
+        assert value(m, "edge_healthy") == 0
+        assert value(m, "edge_source_state", state="running") == 0
+    finally:
+        e.stop()
+        camera.close()
+    assert e.proc.returncode == 0, e.log.read_text()
+
+
+def test_refuses_public_bind_without_token(tmp_path, demo_clip):
+    e = Edge(tmp_path, 'web: {bind: "0.0.0.0:0"}\n', str(demo_clip), "--max-frames", "5")
+    try:
+        assert e.proc.wait(60) == 2
+    finally:
+        e.stop()
+    err = e.log.read_text()
+    assert "web.token" in err and "0.0.0.0:0" in err
+    assert "web: serving" not in err
+
+
+def test_bind_rules():
+    assert parse_bind("[::1]:8080") == ("::1", 8080)
+    assert parse_bind("0.0.0.0:80") == ("0.0.0.0", 80)
+    for host in ("127.0.0.1", "127.3.2.1", "::1", "localhost"):
+        assert is_loopback(host)
+    for host in ("0.0.0.0", "::", "192.168.1.5", "edge.local"):
+        assert not is_loopback(host)
+    assert access_from_config(WebConfig()).token is None
+    with pytest.raises(EdgeError, match="web.token"):
+        access_from_config(WebConfig(bind="192.168.1.5:8080"))
+    with pytest.raises(EdgeError, match="empty"):
+        access_from_config(WebConfig(bind="0.0.0.0:8080", token=" "))
+    assert access_from_config(WebConfig(bind="0.0.0.0:8080", token="t")).token == "t"
+    assert token_ok(None, None, None)
+    assert token_ok("t", "Bearer t", None) and token_ok("t", None, ["t"])
+    assert not token_ok("t", None, None) and not token_ok("t", "Bearer x", ["t"])
