@@ -239,7 +239,7 @@ class Pipeline:
                 if self.printer:
                     self.printer(results, events)
                 if self.hooks:
-                    self.hooks.on_frame_classified(self.status_text())
+                    self.hooks.on_frame_classified(self.status_text)
                 done += 1
                 if max_frames and done >= max_frames:
                     break
@@ -307,8 +307,12 @@ def run_from_args(args) -> int:
     """`edge run`: load config and model, start the service hooks and the web page, loop."""
     import argparse
 
+    import faulthandler
+
     from edge import service
     from edge.cli import model_from_args
+
+    faulthandler.enable()  # a watchdog kill (SIGABRT) prints every thread's stack to the journal
 
     path = args.config or (str(configmod.DEFAULT_PATH) if configmod.DEFAULT_PATH.exists() else None)
     cfg = apply_overrides(configmod.load(path), args)

@@ -213,18 +213,26 @@ class ServiceHooks:
     def ready_sent(self) -> bool:
         return self._ready
 
-    def on_frame_classified(self, snapshot: str | Mapping[str, object] = "") -> None:
+    def on_frame_classified(
+        self, snapshot: str | Mapping[str, object] | Callable[[], str] = ""
+    ) -> None:
+        """Called once per classified frame; `snapshot` may be a callable, so the status text
+        is only computed when a STATUS= or READY=1 is actually due."""
+        if not self.notifier.enabled:
+            return
         now = self._clock()
         interval = self.notifier.watchdog_interval
         if interval and now - self._last_ping >= interval:
             self.notifier.watchdog()
             self._last_ping = now
         if not self._ready:
-            self.notifier.ready(format_status(snapshot) or "running")
+            text = snapshot() if callable(snapshot) else snapshot
+            self.notifier.ready(format_status(text) or "running")
             self._ready = True
             self._last_status = now
         elif snapshot and now - self._last_status >= self.status_every_s:
-            self.notifier.status(format_status(snapshot))
+            text = snapshot() if callable(snapshot) else snapshot
+            self.notifier.status(format_status(text))
             self._last_status = now
 
     def on_status(self, text: str) -> None:

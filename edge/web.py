@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 MAX_VIEWERS = 8  # concurrent preview streams; each extra one only costs socket writes
 SOURCE_STATES = ("starting", "running", "reconnecting", "failed", "ended", "stopped")
+TOKEN_QUERY = re.compile(r"([?&]token=)[^&\s]*")  # kept out of the log
 SNAPSHOT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.jpe?g$")
 
 
@@ -140,7 +141,7 @@ def sink_stats(pipe) -> dict:
     return provider() if callable(provider) else {}
 
 
-def snapshot_dirs(pipe) -> list:
+def snapshot_sinks(pipe) -> list:
     """The snapshot sinks of the running outbox (their annotate() names the files)."""
     from edge.sinks.snapshot import SnapshotSink
 
@@ -175,7 +176,7 @@ def events_since(pipe, since: int, limit: int = 100) -> dict:
     with live.lock:
         items = [(i, e) for i, e in live.events if i > since][-limit:]
         last = live.event_seq
-    sinks = snapshot_dirs(pipe)
+    sinks = snapshot_sinks(pipe)
     out = []
     for i, e in items:
         d = dict(e) if isinstance(e, dict) else e.to_dict()
@@ -231,7 +232,7 @@ def status(app: App) -> dict:
 # ------------------------------------------------------------------ preview
 
 
-def _text(bgr, text: str, x: int, y: int, color: tuple[int, int, int], scale: float) -> None:
+def _draw_text(bgr, text: str, x: int, y: int, color: tuple[int, int, int], scale: float) -> None:
     """`text` on a dark band with its top-left at (x, y)."""
     thick = max(1, round(scale * 2))
     (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
@@ -260,9 +261,9 @@ def render(frame, regions: list, results: dict, quality: int = 80) -> bytes:
         if r and r.active:
             text += "  IN: " + ", ".join(r.active)
         if text:
-            _text(bgr, text, p0[0], p0[1], color, scale)
+            _draw_text(bgr, text, p0[0], p0[1], color, scale)
     stamp = time.strftime("%H:%M:%S", time.localtime(frame.ts)) + f"  #{frame.seq}"
-    _text(bgr, stamp, 0, h, (230, 230, 230), scale * 0.8)
+    _draw_text(bgr, stamp, 0, h, (230, 230, 230), scale * 0.8)
     ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
     return buf.tobytes()
 
@@ -457,7 +458,7 @@ class Handler(BaseHTTPRequestHandler):
 
     # -------------------------------------------------------- plumbing
     def log_message(self, fmt, *args) -> None:
-        log.debug("%s %s", self.address_string(), fmt % args)
+        log.debug("%s %s", self.address_string(), TOKEN_QUERY.sub(r"\1***", fmt % args))
 
     def _send(self, code: int, body: bytes, ctype: str, extra: dict | None = None) -> None:
         self.send_response(code)
@@ -534,7 +535,7 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, got[1], "image/jpeg")
 
     def _snapshot_file(self, name: str) -> None:
-        p = find_snapshot(name, snapshot_dirs(self.app.pipe))
+        p = find_snapshot(name, snapshot_sinks(self.app.pipe))
         if p is None:
             self._text(404, "no such snapshot")
             return

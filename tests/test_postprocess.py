@@ -311,6 +311,13 @@ def test_watched_and_result_scores():
     assert r.top == [("pet", pytest.approx(0.6)), ("bird", pytest.approx(0.35))]
 
 
+def test_watched_group_without_levels():
+    ch = make_chain("- group: {pet: [cat, dog]}\n- filter: {deny: [bird]}\n")
+    assert ch.watched() == {"pet": {"enter": None, "exit": None}}
+    r, _ = ch.process(0, T0, vec(cat=0.25, dog=0.5, bird=0.1))
+    assert r.scores == {"pet": 0.75} and r.active == []
+
+
 def test_carry_over_keeps_smoothing_history_and_active_labels():
     old = make_chain("- smooth: {alpha: 0.5}\n- hysteresis: {enter: 0.6, exit: 0.4}\n")
     _, events = run(old, [0.8, 0.8, 0.8])
@@ -415,6 +422,14 @@ def test_docs_list_every_option_as_the_schema_says():
         assert f"## `{name}`" in doc, name
         table = options_table(cls)
         assert table in doc, f"docs/postprocess.md: the {name} table is stale:\n{table}"
+
+
+def test_docs_state_the_default_chain():
+    doc = (REPO / "docs" / "postprocess.md").read_text(encoding="utf-8")
+    for item in config.DEFAULT_CHAIN:
+        ((name, params),) = item.items()
+        flow = ", ".join(f"{k}: {v}" for k, v in params.items())
+        assert f"`{name}: {{{flow}}}`" in doc
 
 
 def test_doc_examples_validate(imagenet):

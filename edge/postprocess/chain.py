@@ -39,6 +39,7 @@ class Chain:
         judged_labels = judge.labels if judge else self.out_labels
         pos = {label: i for i, label in enumerate(judged_labels)}
         names = [label for label in self._watch if label in pos]
+        self._watch = {label: self._watch[label] for label in names}  # none filtered out later
         self._watch_names = names
         self._watch_idx = np.array([pos[label] for label in names], dtype=np.intp)
 
@@ -76,8 +77,8 @@ class Chain:
         v = s.vec
         ranked = s.ranked is not None and s.ranked[0] is v
         best = s.ranked[1] if ranked else top_indices(v, s.k)
-        labels = s.labels
-        top = [(labels[i], x) for i, x in zip(best.tolist(), v[best].tolist(), strict=True) if x > 0]
+        pairs = zip(best.tolist(), v[best].tolist(), strict=True)
+        top = [(s.labels[i], x) for i, x in pairs if x > 0]
         jv = s.judged[1] if s.judged is not None else v
         scores = dict(zip(self._watch_names, jv[self._watch_idx].tolist(), strict=True))
         result = Result(seq, ts, self.roi, top, s.active, scores)

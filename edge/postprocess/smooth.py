@@ -75,7 +75,10 @@ class Smooth:
             self.pos = (self.pos + 1) % len(self.buf)
             self.count = min(self.count + 1, len(self.buf))
             rows = self.buf[: self.count]
-            out = rows.mean(axis=0, dtype=np.float32) if self.method == "mean" else median(rows)
+            if self.method == "mean":
+                out = np.add.reduce(rows, axis=0) * np.float32(1 / self.count)
+            else:
+                out = median(rows)
         self.last = out
         s.vec = out
         return s

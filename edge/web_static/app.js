@@ -250,8 +250,13 @@ function eventItem(e) {
 
 async function pollEvents() {
   try {
-    const data = await getJSON(`api/events?since=${lastEvent}`);
+    let data = await getJSON(`api/events?since=${lastEvent}`);
     const list = $("events");
+    if (data.last < lastEvent) {  // the service restarted: its event ids start again
+      lastEvent = 0;
+      list.replaceChildren();
+      data = await getJSON("api/events?since=0");
+    }
     if (data.events.length) list.querySelector(".empty")?.remove();
     for (const e of data.events) list.prepend(eventItem(e));
     while (list.children.length > 50) list.lastChild.remove();
