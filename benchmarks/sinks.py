@@ -10,7 +10,10 @@ outbox) unpaced over a looped 640x480 MJPG demo clip, every frame classified. Co
   files     log (to /dev/null), jsonl, snapshot, clip and collect writing to a temp dir
 The fps is counted over `--seconds` after a 1 s warm-up, from the pipeline's own counter.
 Rounds alternate the conditions so drift (thermal, other load) hits each alike; the median
-per condition and its difference to `none` are printed as a markdown table.
+per condition and its difference to `none` are printed as a markdown table. On a busy
+machine wall-clock fps is noisy, so two load-independent figures are printed too: the CPU
+time of the inference-loop thread per frame (from /proc), and the time spent inside
+`Outbox.publish` per frame (p50/p99) -- the only way an output can cost the loop time.
 """
 
 from __future__ import annotations
@@ -74,20 +77,54 @@ def outputs(kind: str, tmp: Path, url: str) -> list[dict]:
     ]
 
 
-def measure(model, cfg_data: dict, seconds: float) -> tuple[float, dict]:
-    """Classified frames per second in steady state, and the outputs' counters."""
+class TimedPipeline(Pipeline):
+    """The real pipeline, with a stopwatch around each `Outbox.publish` call."""
+
+    publish_s: list[float]
+
+    def _start_outbox(self) -> None:
+        super()._start_outbox()
+        self.publish_s = []
+        inner = self.outbox.publish
+
+        def publish(*args) -> None:
+            t0 = time.perf_counter()
+            inner(*args)
+            self.publish_s.append(time.perf_counter() - t0)
+
+        self.outbox.publish = publish
+
+
+def thread_cpu_s(tid: int) -> float:
+    """User+system CPU seconds of one thread of this process."""
+    fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(model, cfg_data: dict, seconds: float) -> dict:
+    """Steady-state fps, loop-thread CPU per frame, publish times, the outputs' counters."""
     cfg = config.parse(json.dumps(cfg_data), "<bench>")
-    pipe = Pipeline(cfg, model, no_drop=True)
+    pipe = TimedPipeline(cfg, model, no_drop=True)
     runner = threading.Thread(target=pipe.run, daemon=True)
     runner.start()
     time.sleep(1.0)  # warm-up: capture thread running, first clips opened
-    n0, t0 = pipe.stats.snapshot()["frames_classified"], time.perf_counter()
+    n0, t0, c0 = pipe.stats.snapshot()["frames_classified"], time.perf_counter(), 0.0
+    c0, p0 = thread_cpu_s(runner.native_id), len(pipe.publish_s)
     time.sleep(seconds)
     n1, t1 = pipe.stats.snapshot()["frames_classified"], time.perf_counter()
-    sinks = pipe.outbox.sink_stats() if pipe.outbox else {}
+    c1, pub = thread_cpu_s(runner.native_id), pipe.publish_s[p0:]
+    sinks = pipe.outbox.sink_stats()
     pipe.stop_event.set()
     runner.join(30)
-    return (n1 - n0) / (t1 - t0), sinks
+    frames = max(1, n1 - n0)
+    pub.sort()
+    return {
+        "fps": frames / (t1 - t0),
+        "cpu_ms": (c1 - c0) * 1000 / frames,
+        "pub_p50_us": pub[len(pub) // 2] * 1e6 if pub else 0.0,
+        "pub_p99_us": pub[int(len(pub) * 0.99)] * 1e6 if pub else 0.0,
+        "sinks": sinks,
+    }
 
 
 def main() -> int:
@@ -110,31 +147,34 @@ def main() -> int:
         "postprocess": [{"hysteresis": {"enter": 0.3, "exit": 0.2}}],
         "web": {"enabled": False},
     }
-    fps: dict[str, list[float]] = {"none": [], "blocked": [], "files": []}
-    stats: dict[str, dict] = {}
+    runs: dict[str, list[dict]] = {"none": [], "blocked": [], "files": []}
     real_stdout, sys.stdout = sys.stdout, open(os.devnull, "w")  # noqa: SIM115 (log output)
     try:
         for r in range(args.rounds):
-            for kind in fps:
+            for kind in runs:
                 data = {**base_cfg, "outputs": outputs(kind, tmp, url)}
-                value, stats[kind] = measure(model, data, args.seconds)
-                fps[kind].append(value)
-            print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in fps.items()),
-                  file=real_stdout, flush=True)
+                runs[kind].append(measure(model, data, args.seconds))
+            line = ", ".join(f"{k} {v[-1]['fps']:.1f}" for k, v in runs.items())
+            print(f"round {r + 1} fps: {line}", file=real_stdout, flush=True)
     finally:
         sys.stdout = real_stdout
         listener.close()
-    base = statistics.median(fps["none"])
+    def med(kind: str, key: str) -> float:
+        return statistics.median(r[key] for r in runs[kind])
+
+    base_fps, base_cpu = med("none", "fps"), med("none", "cpu_ms")
     print(f"model {model.name}, {model.threads} threads, {os.cpu_count()} cores, "
-          f"{args.rounds} rounds x {args.seconds:.0f} s")
-    print("| outputs | fps (median) | all rounds | vs none |")
-    print("|---|---|---|---|")
-    for kind, values in fps.items():
-        m = statistics.median(values)
-        rounds = " ".join(f"{v:.1f}" for v in values)
-        print(f"| {kind} | {m:.1f} | {rounds} | {100 * (m / base - 1):+.1f}% |")
-    for kind, s in stats.items():
-        for key, v in s.items():
+          f"load average {os.getloadavg()[0]:.1f}, {args.rounds} rounds x {args.seconds:.0f} s")
+    print("| outputs | fps (median) | vs none | loop CPU ms/frame | vs none "
+          "| publish us p50 / p99 |")
+    print("|---|---|---|---|---|---|")
+    for kind in runs:
+        fps, cpu = med(kind, "fps"), med(kind, "cpu_ms")
+        print(f"| {kind} | {fps:.1f} | {100 * (fps / base_fps - 1):+.1f}% | {cpu:.2f} "
+              f"| {100 * (cpu / base_cpu - 1):+.1f}% | {med(kind, 'pub_p50_us'):.1f} / "
+              f"{med(kind, 'pub_p99_us'):.1f} |")
+    for kind, r in runs.items():
+        for key, v in r[-1]["sinks"].items():
             print(f"{kind}/{key}: sent {v['sent']}, dropped {v['dropped']}, errors "
                   f"{v['errors']}, queued {v['queued']}/{v['capacity']}, state {v['state']}")
     return 0

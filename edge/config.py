@@ -12,6 +12,7 @@ import difflib
 import os
 import re
 import socket
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -446,8 +447,8 @@ def _merge_union(msgs: list[str]) -> str:
             msg = msg.removeprefix("one of ")
         alts.append(msg)
     fitted = [m for m in msgs if "should be a valid" not in m and "must be one of" not in m]
-    if not given and len(fitted) == 1 < len(msgs):
-        return fitted[0]  # a mapping or list: the member it fits says what is wrong inside
+    if len(fitted) == 1 and not any("must be one of" in m for m in msgs):
+        return fitted[0]  # the one member whose type fits says what is wrong
     return "should be " + " or ".join(dict.fromkeys(alts)) + given
 
 
@@ -526,9 +527,26 @@ def check_labels(cfg, labels: list[str], where: str = "<config>") -> None:
                     what = "names labels an earlier group or filter stage took out of the list"
                 path = ("postprocess", i, name, *loc)
                 problems.append(f"{_at(where, pos, path)}: {_dotted(path)}: {label!r} {what}")
-        known = stage.labels_out(params, known)
+        before, known = known, stage.labels_out(params, known)
+        for label in new_clashes(before, known):
+            path = ("postprocess", i, name, label)
+            problems.append(
+                f"{_at(where, pos, path)}: {_dotted(path)}: {label!r} is already a label here: "
+                "choose another name"
+            )
     if problems:
         raise ConfigError("\n".join(problems))
+
+
+def new_clashes(before: list[str], after: list[str]) -> list[str]:
+    """Names a stage added that also name another label (a group called like a label)."""
+    was, now = Counter(before), Counter(after)
+    added = [label for label, n in now.items() if n > was[label]]
+    return [
+        label
+        for label in added
+        if now[label] > 1 or labelmatch.resolve(label, [x for x in after if x != label])
+    ]
 
 
 def masked(cfg) -> dict:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 EVENT_TYPES = ("enter", "exit", "status")
 
@@ -28,10 +28,18 @@ class Event:
     clip: str | None = None
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["ts"] = iso_time(self.ts)
-        d["score"] = round(float(self.score), 4)
-        return d
+        return {
+            "type": self.type,
+            "label": self.label,
+            "score": round(float(self.score), 4),
+            "roi": self.roi,
+            "seq": self.seq,
+            "ts": iso_time(self.ts),
+            "device": self.device,
+            "model": self.model,
+            "snapshot": self.snapshot,
+            "clip": self.clip,
+        }
 
 
 @dataclass(slots=True)

@@ -315,6 +315,7 @@ def find_blocks(g: Graph, layers: dict[int, Layer]) -> list[Block]:
                 residual = True
                 members.append(nxt.index)
                 out_t = nxt.outputs[0]
+                break
         c_in = g.tensors[block_in].shape[-1]
         t = dw.c_out / c_in if c_in else 0.0
         cost = [layers[i] for i in members]

@@ -39,6 +39,7 @@ from edge.stats import THROTTLE_BITS, Histogram, cpu_temperature, throttled
 
 log = logging.getLogger(__name__)
 
+PREVIEW_WIDTH = 960  # wider frames are scaled down for the preview
 MAX_VIEWERS = 8  # concurrent preview streams; each extra one only costs socket writes
 SOURCE_STATES = ("starting", "running", "reconnecting", "failed", "ended", "stopped")
 TOKEN_QUERY = re.compile(r"([?&]token=)[^&\s]*")  # kept out of the log
@@ -245,7 +246,11 @@ def _draw_text(bgr, text: str, x: int, y: int, color: tuple[int, int, int], scal
 
 def render(frame, regions: list, results: dict, quality: int = 80) -> bytes:
     """JPEG of the frame with each ROI's box and its current label drawn on it."""
-    bgr = cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR)  # a copy: the frame itself stays untouched
+    rgb = frame.rgb
+    if rgb.shape[1] > PREVIEW_WIDTH:  # a 1080p camera: a smaller preview is cheaper to encode
+        h = round(rgb.shape[0] * PREVIEW_WIDTH / rgb.shape[1])
+        rgb = cv2.resize(rgb, (PREVIEW_WIDTH, h), interpolation=cv2.INTER_LINEAR)
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)  # a copy: the frame itself stays untouched
     h, w = bgr.shape[:2]
     scale = max(0.4, w / 1100)
     for region in regions:
@@ -264,7 +269,7 @@ def render(frame, regions: list, results: dict, quality: int = 80) -> bytes:
             _draw_text(bgr, text, p0[0], p0[1], color, scale)
     stamp = time.strftime("%H:%M:%S", time.localtime(frame.ts)) + f"  #{frame.seq}"
     _draw_text(bgr, stamp, 0, h, (230, 230, 230), scale * 0.8)
-    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    _, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
     return buf.tobytes()
 
 
@@ -356,6 +361,8 @@ class Metrics:
         yield from self._model(pipe)
         yield GaugeMetricFamily("edge_web_viewers", "preview streams open",
                                 value=self.app.viewers)
+        yield CounterMetricFamily("edge_web_preview_frames", "preview frames JPEG-encoded",
+                                  value=self.app.preview.encoded)
 
     @staticmethod
     def _regions(pipe):
@@ -597,13 +604,7 @@ class WebServer:
         server = ThreadingHTTPServer
         if ":" in self.access.host:
             server = type("Server6", (ThreadingHTTPServer,), {"address_family": socket.AF_INET6})
-        try:
-            self.httpd = server((self.access.host, self.access.port), handler)
-        except OSError as e:
-            raise EdgeError(
-                f"web.bind {web_cfg.bind}: cannot listen ({e.strerror or e}); choose another "
-                "port, or set web.enabled: false"
-            ) from None
+        self.httpd = server((self.access.host, self.access.port), handler)  # OSError: in use
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="web", daemon=True)
 
@@ -615,7 +616,7 @@ class WebServer:
 
     def start(self) -> WebServer:
         self.thread.start()
-        auth = "token required" if self.access.token else "no token (loopback only)"
+        auth = "token required" if self.access.token else "no token: loopback only"
         log.info("web: serving %s (%s)", self.url, auth)
         return self
 
@@ -626,6 +627,16 @@ class WebServer:
         self.thread.join(2)
 
 
-def start_web(web_cfg, pipe) -> WebServer:
-    """Start the page, API, /metrics and /healthz; EdgeError for an unsafe or unusable bind."""
-    return WebServer(web_cfg, pipe).start()
+def start_web(web_cfg, pipe) -> WebServer | None:
+    """Start the page, API, /metrics and /healthz; EdgeError for an unsafe bind.
+
+    A port that is taken only costs the page, not the camera: classification is the job, so
+    that is a warning (and None) rather than a reason to stop.
+    """
+    try:
+        return WebServer(web_cfg, pipe).start()
+    except OSError as e:
+        log.warning("web: cannot listen on %s (%s): running without the web page; set "
+                    "web.bind to a free port, or web.enabled: false", web_cfg.bind,
+                    e.strerror or e)
+        return None

@@ -3,7 +3,8 @@
 # Cortex-A72), after classifying the asset images on x86 for the parity test. Not hardware:
 # see docs/arm64.md for what this proves and what it does not.
 #
-# Usage: scripts/arm64-emulated.sh [PYTEST_ARGS...]    (default: -m "arm64 and not slow")
+# Usage: scripts/arm64-emulated.sh [PYTEST_ARGS...]
+#   default: -m "arm64 and not slow" --durations=5 on the test files that mention arm64
 # Environment:
 #   EDGE_ARM64_CACHE      cache folder (default: REPO/.cache/arm64); reused while its keys match
 #   EDGE_HOST_PYTHON      x86 python with the project installed (default: REPO/.venv/bin/python)
@@ -125,7 +126,8 @@ install_site() {
 
 main() {
   command -v "$QEMU" >/dev/null || die "$QEMU not found (Debian package qemu-user-static)"
-  command -v apt-get >/dev/null && command -v dpkg >/dev/null || die "apt-get and dpkg are needed"
+  command -v apt-get >/dev/null || die "apt-get is needed (a Debian host)"
+  command -v dpkg >/dev/null || die "dpkg is needed (a Debian host)"
   [ -x "$HOST_PY" ] || HOST_PY=$(command -v python3) || die "no host python3"
   mkdir -p "$CACHE"
   exec 9>"$CACHE/.lock"
@@ -207,7 +209,11 @@ print("edge imported from:", edge.__file__)')
   step "x86 reference: $reference ($("$HOST_PY" -c 'import platform; print(platform.machine())'))"
 
   local args=("$@")
-  [ ${#args[@]} -gt 0 ] || args=(-m "arm64 and not slow")
+  if [ ${#args[@]} -eq 0 ]; then
+    # Only the files that mention the marker: importing the others under emulation is slow.
+    mapfile -t args < <(cd "$REPO" && grep -l 'arm64' tests/test_*.py)
+    args=(-m "arm64 and not slow" --durations=5 "${args[@]}")
+  fi
   local rc=0
   (cd "$REPO" && EDGE_X86_REFERENCE=$reference "$py" -m pytest -p no:cacheprovider -v \
     "${args[@]}") || rc=$?

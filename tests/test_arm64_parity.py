@@ -110,8 +110,11 @@ def test_top1_and_top5_match_x86(results, reference, capsys):
     here, there = platform.machine(), reference["machine"]
     header = f"  {'image':17} {'top-1 ' + there:24} {'top-1 ' + here:24} max top-5 |diff|"
     with capsys.disabled():
+        setup = next(iter(results.values()))
         print(f"\nparity with the {there} reference: same top-1, top-5 scores within "
-              f"{SCORE_TOLERANCE}\n{header}\n" + "\n".join(rows))  # fmt: skip
+              f"{SCORE_TOLERANCE} ({here}: backend {setup['backend']}, XNNPACK partitions "
+              f"{setup['xnnpack_partitions']}, threads {setup['threads']})\n{header}\n"
+              + "\n".join(rows))  # fmt: skip
     assert not failures, f"outside tolerance or another backend/XNNPACK setup: {failures}"
 
 

@@ -136,6 +136,16 @@ MALFORMED = {
         f"{F}:2:13: postprocess[0].group.cat: should be a valid string or a valid list or a "
         "mapping (given: 3)",
     ),
+    "empty group": (
+        "postprocess:\n  - group: {cat: []}\n",
+        f"{F}:2:13: postprocess[0].group.cat: List should have at least 1 item after "
+        "validation, not 0 (given: [])",
+    ),
+    "per-label enter of 0": (
+        "postprocess:\n  - hysteresis: {per_label: {cat: 0}}\n",
+        f"{F}:2:30: postprocess[0].hysteresis.per_label.cat: Input should be greater than 0 "
+        "(given: 0)",
+    ),
     "top_k zero": (
         "postprocess:\n  - top_k: 0\n",
         f"{F}:2:5: postprocess[0].top_k: Input should be greater than or equal to 1 (given: 0)",
@@ -215,6 +225,17 @@ def test_labels_follow_the_chain(imagenet):
         f"{F}:3:29: postprocess[1].threshold.per_label.tench: 'tench' names labels an "
         "earlier group or filter stage took out of the list"
     )
+
+
+def test_group_named_like_a_remaining_label(imagenet):
+    message = error_of("postprocess:\n  - group:\n      tench: [goldfish]\n", imagenet)
+    assert message == (
+        f"{F}:3:7: postprocess[0].group.tench: 'tench' is already a label here: choose another "
+        "name"
+    )
+    # ImageNet's own two 'crane' labels are no problem
+    assert [lb for lb in imagenet if lb == "crane"] == ["crane", "crane"]
+    config.check_labels(config.parse("postprocess:\n  - group: {crane: [crane]}\n", F), imagenet)
 
 
 def test_bird_model_labels(assets):

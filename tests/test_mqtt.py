@@ -176,12 +176,21 @@ def test_events_state_availability_and_discovery(broker, tmp_path, img):
     sub.close()
 
 
-def retained(port: int, topic: str, timeout: float = 5.0) -> dict[str, str]:
-    """What a newly connecting client gets as retained messages under `topic`."""
+def retained(port: int, topic: str, expect: set[str]) -> dict[str, str]:
+    """What a newly connecting client gets as retained messages under `topic` (waiting until
+    every topic in `expect` has arrived)."""
     sub = Subscriber(port, topic)
-    time.sleep(0.5)
-    sub.close()
-    return {t: p for t, p, r in sub.messages if r}
+
+    def got() -> dict[str, str]:
+        with sub.lock:
+            return {t: p for t, p, r in sub.messages if r}
+
+    try:
+        wait_for(lambda: expect <= set(got()), 5, f"retained {sorted(expect)}")
+        time.sleep(0.1)
+    finally:
+        sub.close()
+    return got()
 
 
 def test_retained_state_is_correct_after_a_broker_restart(broker, tmp_path, img):
@@ -192,7 +201,7 @@ def test_retained_state_is_correct_after_a_broker_restart(broker, tmp_path, img)
     wait_for(lambda: ob.sink_stats()["mqtt"]["sent"] == 3, 5, "acks")
     want = {f"{BASE}/state/all/cat": "ON", f"{BASE}/state/feeder/bird": "OFF",
             f"{BASE}/availability": "online"}
-    got = retained(broker.port, f"{BASE}/#")
+    got = retained(broker.port, f"{BASE}/#", set(want))
     assert {t: got.get(t) for t in want} == want
     # a broker without persistence forgets retained messages: the sink republishes them
     broker.stop()
@@ -200,7 +209,7 @@ def test_retained_state_is_correct_after_a_broker_restart(broker, tmp_path, img)
     broker.start()
     wait_for(lambda: ob.sink_stats()["mqtt"]["connects"] == 2, 10, "the reconnect")
     time.sleep(0.5)
-    got = retained(broker.port, f"{BASE}/#")
+    got = retained(broker.port, f"{BASE}/#", set(want))
     assert {t: got.get(t) for t in want} == want
     assert json.loads(got[f"{BASE}/state/all/cat/attributes"])["seq"] == 1
     ob.close()
@@ -233,7 +242,8 @@ def test_last_will_fires_when_the_process_is_killed(broker, tmp_path):
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     wait_for(lambda: sub.payloads(f"{BASE}/availability") == ["online", "offline"], 5, "the will")
-    assert retained(broker.port, f"{BASE}/availability") == {f"{BASE}/availability": "offline"}
+    avail = f"{BASE}/availability"
+    assert retained(broker.port, avail, {avail}) == {avail: "offline"}
     sub.close()
 
 

@@ -275,8 +275,11 @@ def test_group_sum_and_max_with_globs_on_imagenet_labels(imagenet):
 
 
 def test_group_name_clashing_with_a_label_is_refused():
-    with pytest.raises(ValueError, match="group name 'dog' is already a label"):
-        make_chain("- group: {dog: [cat]}\n")
+    with pytest.raises(ConfigError, match="'dog' is already a label here"):
+        make_chain("- group: {dog: [cat]}\n")  # validation says so, with the line
+    cfg = config.parse("postprocess:\n  - group: {dog: [cat]}\n")
+    with pytest.raises(ConfigError, match="group name 'dog' is already a label"):
+        Chain(config.spec_items(cfg.postprocess), LABELS)  # and so does the chain itself
 
 
 # ---------------------------------------------------------------- the chain

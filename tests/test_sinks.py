@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -92,21 +93,26 @@ def test_publish_stays_fast_and_counts_drops_when_a_sink_blocks_forever(photos):
     frame = make_frame(1, photos[0])
     res = make_result(frame, [("cat", 0.9)])
     events = [make_event("enter", "cat", frame)]
-    n = 5000
+    batches, size = 10, 500
+    n = batches * size
 
-    def run(specs, registry, healthy: bool) -> tuple[float, Outbox]:
-        ob = Outbox(specs, "dev", "m", registry=registry)
+    def run(healthy: bool) -> tuple[float, Outbox]:
+        """Median seconds per publish over batches (robust to bursts of load on the box)."""
+        ob = Outbox([("block", {"queue": 16})], "dev", "m", registry=BLOCKING)
         if healthy:
             ob.workers[0].sink.release.set()
         ob.start()
-        t0 = time.perf_counter()
-        for _ in range(n):
-            ob.publish(res, events, frame)
-        return time.perf_counter() - t0, ob
+        per = []
+        for _ in range(batches):
+            t0 = time.perf_counter()
+            for _ in range(size):
+                ob.publish(res, events, frame)
+            per.append((time.perf_counter() - t0) / size)
+        return statistics.median(per), ob
 
-    base, ob0 = run([("block", {"queue": 16})], BLOCKING, healthy=True)
+    base, ob0 = run(healthy=True)
     ob0.close()
-    took, ob = run([("block", {"queue": 16})], BLOCKING, healthy=False)
+    took, ob = run(healthy=False)
     sink = ob.workers[0].sink
     assert sink.entered.wait(2)
     s = ob.sink_stats()["block"]
@@ -114,8 +120,8 @@ def test_publish_stays_fast_and_counts_drops_when_a_sink_blocks_forever(photos):
     assert s["queued"] + s["dropped"] == n - 1  # one item is stuck inside handle()
     assert s["dropped"] >= n - 17
     # O(1) per publish: a stuck sink costs no more than a healthy one, and close is bounded
-    msg = f"{took / n * 1e6:.1f} us per publish (healthy sink: {base / n * 1e6:.1f})"
-    assert took < base * 1.5 + 0.05 and took / n < 500e-6, msg
+    msg = f"{took * 1e6:.1f} us per publish (healthy sink: {base * 1e6:.1f})"
+    assert took < base * 2 + 20e-6 and took < 1e-3, msg
     t0 = time.monotonic()
     ob.close(timeout=0.3)
     assert time.monotonic() - t0 < 2.0
@@ -348,7 +354,9 @@ def test_clip_covers_before_and_after_the_event(tmp_path, photos):
         "d", "m",
     )
     ob.start()
-    feed(ob, photos, 120, time.time(), {45: "enter", 50: "enter"})
+    # stream time a minute ahead: the idle tick (which ends a clip whose frames stopped
+    # coming) must not fire while a slow test machine is still encoding
+    feed(ob, photos, 120, time.time() + 60, {45: "enter", 50: "enter"})
     wait_for(lambda: ob.sink_stats()["clip"]["clips"] == 1, 10, "the clip")
     ob.close()
     events = read_lines(log)
@@ -385,7 +393,8 @@ def test_clip_memory_and_disk_budgets(tmp_path, photos):
 
     t = threading.Thread(target=watch)
     t.start()
-    feed(ob, photos, 300, time.time(), {40: "enter", 100: "enter", 160: "enter", 220: "enter"})
+    feed(ob, photos, 300, time.time() + 60, {40: "enter", 100: "enter", 160: "enter",
+                                             220: "enter"})
     wait_for(lambda: ob.sink_stats()["clip"]["queued"] == 0, 20, "the queue to drain")
     ob.close()
     stop.set()

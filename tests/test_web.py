@@ -220,6 +220,8 @@ def test_config_is_masked_and_nothing_changes_state(edge):
 
 
 def test_metrics_parse_and_counters_increase(edge):
+    wait_for(lambda: any(s.labels == {"type": "enter", "label": "bird"}
+                         for s in metrics(edge.url)["edge_events"]), 20, "a bird event")
     a = metrics(edge.url)
     time.sleep(1.0)
     b = metrics(edge.url)
@@ -253,6 +255,28 @@ def test_mjpeg_stream_and_snapshot(edge):
     code, headers, body = http(edge.url + "snapshot.jpg")
     assert code == 200 and headers["Content-Type"] == "image/jpeg"
     assert cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR).std() > 10
+
+
+def test_preview_encodes_only_for_viewers_and_shares_frames(edge):
+    encoded = lambda: value(metrics(edge.url), "edge_web_preview_frames")  # noqa: E731
+    wait_for(lambda: value(metrics(edge.url), "edge_web_viewers") == 0, 15, "no viewers")
+    idle = encoded()
+    time.sleep(1.0)
+    assert encoded() == idle  # nobody watches: no JPEG work at all
+
+    def watch():
+        read_mjpeg_frames(edge.url + "stream.mjpg", 8)
+
+    viewers = [threading.Thread(target=watch) for _ in range(3)]
+    t0 = time.monotonic()
+    for v in viewers:
+        v.start()
+    for v in viewers:
+        v.join(30)
+    spent = time.monotonic() - t0
+    made = encoded() - idle
+    # Three viewers got 8 frames each, from one shared encoding at <= preview_fps (5/s).
+    assert 8 <= made <= 5 * spent + 2, (made, spent)
 
 
 # ------------------------------------------------------------------ the page in Chromium
@@ -425,6 +449,19 @@ def test_refuses_public_bind_without_token(tmp_path, demo_clip):
     err = e.log.read_text()
     assert "web.token" in err and "0.0.0.0:0" in err
     assert "web: serving" not in err
+
+
+def test_port_taken_costs_only_the_page(edge, tmp_path, demo_clip):
+    port = edge.url.rstrip("/").rsplit(":", 1)[1]
+    e = Edge(tmp_path, f'web: {{bind: "127.0.0.1:{port}"}}\n', str(demo_clip),
+             "--max-frames", "3")
+    try:
+        assert e.proc.wait(60) == 0
+    finally:
+        e.stop()
+    err = e.log.read_text()
+    assert f"web: cannot listen on 127.0.0.1:{port}" in err and "running without" in err
+    assert http(edge.url + "healthz")[0] == 200  # the first service is untouched
 
 
 def test_bind_rules():

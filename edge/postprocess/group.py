@@ -7,7 +7,8 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import Field
 
-from edge.config import Strict
+from edge.config import Strict, new_clashes
+from edge.errors import ConfigError
 from edge.postprocess import STAGES
 from edge.postprocess.base import Scores, indices
 
@@ -81,11 +82,9 @@ class Group:
         self.params, self.labels = params, labels
         members = self._members(params, labels)
         self.out_labels = self.labels_out(params, labels)
-        clash = set(params) & set(self.out_labels[: len(self.out_labels) - len(params)])
-        if clash:
-            raise ValueError(
-                f"group name {sorted(clash)[0]!r} is already a label of the model: "
-                "choose another name or make it a member"
+        if clash := new_clashes(labels, self.out_labels):
+            raise ConfigError(
+                f"postprocess: group name {clash[0]!r} is already a label: choose another name"
             )
         gone = np.concatenate(members) if members else np.empty(0, np.intp)
         self.keep = np.setdiff1d(np.arange(len(labels)), gone).astype(np.intp)
