@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import types
 import typing
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
+import annotated_types as at
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
@@ -38,14 +39,53 @@ def _allowed(annotation: Any) -> list[Any] | None:
     return None
 
 
-def _bounds(info: FieldInfo) -> str:
+def _bounds(metadata: list) -> str:
+    """'>= 0, <= 1' from a field's constraints."""
+    sym = {
+        at.Ge: ("ge", ">="),
+        at.Gt: ("gt", ">"),
+        at.Le: ("le", "<="),
+        at.Lt: ("lt", "<"),
+        at.MinLen: ("min_length", "at least"),
+    }
     parts = []
-    for m in info.metadata:
-        for attr, sym in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
-            v = getattr(m, attr, None)
-            if v is not None:
-                parts.append(f"{sym} {v}")
+    for m in metadata:
+        for cls, (attr, sign) in sym.items():
+            if isinstance(m, cls):
+                parts.append(f"{sign} {getattr(m, attr)}")
     return ", ".join(parts)
+
+
+def _inner_bounds(ann: Any, prefix: str = "") -> str:
+    """Bounds inside a union ('0.5 or null'), or on a dict's or list's values (per_label)."""
+    if typing.get_origin(ann) in (dict, list):
+        prefix = "values "
+    for a in typing.get_args(ann):
+        if typing.get_origin(a) is Annotated:
+            meta = [m for x in typing.get_args(a)[1:] for m in getattr(x, "metadata", [x])]
+            if b := _bounds(meta):
+                return prefix + b
+        elif b := _inner_bounds(a, prefix):
+            return b
+    return ""
+
+
+def type_name(ann: Any) -> str:
+    origin, args = typing.get_origin(ann), typing.get_args(ann)
+    if origin is Annotated:
+        return type_name(args[0])
+    if origin is Literal:
+        return " \\| ".join(str(a) for a in args)
+    if origin in (Union, types.UnionType):
+        names = [type_name(a) for a in args if a is not type(None)]
+        return " or ".join(names) + (" or null" if type(None) in args else "")
+    if origin is list:
+        return f"list of {type_name(args[0])}"
+    if origin is dict:
+        return f"map of {type_name(args[0])} to {type_name(args[1])}"
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return "{" + ", ".join(ann.model_fields) + "}"
+    return getattr(ann, "__name__", str(ann))
 
 
 def _default(info: FieldInfo) -> Any:
@@ -79,7 +119,7 @@ def help_line(info: FieldInfo) -> str:
     extra = []
     if allowed and len(allowed) > 1:
         extra.append("one of " + " | ".join(str(a) for a in allowed))
-    if b := _bounds(info):
+    if b := _bounds(info.metadata) or _inner_bounds(info.annotation):
         extra.append(b)
     return text + (f" ({'; '.join(extra)})" if extra else "")
 
@@ -167,20 +207,45 @@ def default_yaml() -> str:
     return "\n".join(out).rstrip("\n") + "\n"
 
 
+def _shown_default(info: FieldInfo) -> str:
+    d = _default(info)
+    if d is PydanticUndefined:
+        return "(required)"
+    if isinstance(d, list) and d and isinstance(d[0], dict):
+        return "`[" + ", ".join(_flow(x) for x in d) + "]`"
+    return f"`{_scalar(d)}`"
+
+
+def _row(name: str, info: FieldInfo, ann: Any) -> str:
+    bounds = _bounds(info.metadata) or _inner_bounds(ann)
+    desc = (info.description or "").replace("|", "\\|")
+    return f"| `{name}` | {type_name(ann)} | {_shown_default(info)} | {bounds} | {desc} |"
+
+
+TABLE_HEAD = "| option | type | default | allowed | meaning |\n|---|---|---|---|---|\n"
+
+
+def options_table(cls) -> str:
+    """The markdown table of a stage's or sink's options (one row per Params field)."""
+    params = cls.Params
+    if _model_of(params) is not None:
+        rows = [_row(n, f, f.annotation) for n, f in params.model_fields.items()]
+    else:  # a bare value, e.g. `- top_k: 3`
+        base, *meta = typing.get_args(params)
+        info = next(m for m in meta if isinstance(m, FieldInfo))
+        rows = [_row(f"{cls.name}: VALUE", info, base)]
+    return TABLE_HEAD + "\n".join(rows)
+
+
 def _md_rows(model: type[BaseModel], prefix: str, rows: list[str]) -> None:
     for name, info in model.model_fields.items():
         sub = _model_of(info.annotation)
         if sub is not None:
             _md_rows(sub, f"{prefix}{name}.", rows)
-            continue
-        d = _default(info)
-        shown = "required" if d is PydanticUndefined else f"`{_scalar(d)}`"
-        if prefix == "" and name == "device":
-            shown = "hostname"
-        elif isinstance(d, list) and d and isinstance(d[0], dict):
-            shown = "`[" + ", ".join(_flow(x) for x in d) + "]`"
-        text = help_line(info).replace("|", "\\|")
-        rows.append(f"| `{prefix}{name}` | {shown} | {text} |")
+        elif prefix == "" and name == "device":
+            rows.append(f"| `device` | str | hostname | | {info.description} |")
+        else:
+            rows.append(_row(prefix + name, info, info.annotation))
 
 
 def markdown() -> str:
@@ -193,19 +258,12 @@ def markdown() -> str:
         "Generated from the schema in `edge/config.py` by `edge config docs`; a test keeps it "
         "in step. The commented [configs/default.yaml](../configs/default.yaml) holds the same.",
         "",
-        "| option | default | meaning |",
-        "|---|---|---|",
+        TABLE_HEAD.rstrip("\n"),
     ]
     _md_rows(config_model(), "", out)
     for title, registry in (("Post-processing stages", STAGES), ("Outputs", SINKS)):
         out += ["", f"## {title}", ""]
         for name, cls in registry.items():
             doc = (cls.__doc__ or "").strip().split("\n")[0]
-            out += [f"### `{name}`", "", doc, ""]
-            if _model_of(cls.Params) is None:
-                out += [f"Its value: {_annotation_help(cls.Params)}.", ""]
-                continue
-            out += ["| option | default | meaning |", "|---|---|---|"]
-            _md_rows(cls.Params, "", out)
-            out.append("")
+            out += [f"### `{name}`", "", doc, "", options_table(cls), ""]
     return "\n".join(out).rstrip("\n") + "\n"
