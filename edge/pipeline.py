@@ -76,24 +76,24 @@ class Printer:
         self.last: dict = {}
 
     def __call__(self, results: list[Result], events: list[Event]) -> None:
+        lines = []
         if self.as_json:
+            lines += [json.dumps({"result": r.to_dict()}) for r in results]
+            lines += [json.dumps({"event": e.to_dict()}) for e in events]
+        else:
             for r in results:
-                self.out.write(json.dumps({"result": r.to_dict()}) + "\n")
-            for e in events:
-                self.out.write(json.dumps({"event": e.to_dict()}) + "\n")
+                label = r.top[0][0] if r.top else None
+                if label != self.last.get(r.roi):
+                    self.last[r.roi] = label
+                    where = f" [{r.roi}]" if r.roi else ""
+                    score = f" {r.top[0][1]:.2f}" if r.top else ""
+                    lines.append(f"#{r.seq}{where} {label}{score}")
+            for e in events if self.events else ():
+                where = f" [{e.roi}]" if e.roi else ""
+                lines.append(f"#{e.seq}{where} {e.type.upper()} {e.label} {e.score:.2f}")
+        if lines:  # one write: lines from sink threads on the same stream never interleave
+            self.out.write("".join(line + "\n" for line in lines))
             self.out.flush()
-            return
-        for r in results:
-            label = r.top[0][0] if r.top else None
-            if label != self.last.get(r.roi):
-                self.last[r.roi] = label
-                where = f" [{r.roi}]" if r.roi else ""
-                score = f" {r.top[0][1]:.2f}" if r.top else ""
-                print(f"#{r.seq}{where} {label}{score}", file=self.out, flush=True)
-        for e in events if self.events else ():
-            where = f" [{e.roi}]" if e.roi else ""
-            print(f"#{e.seq}{where} {e.type.upper()} {e.label} {e.score:.2f}",
-                  file=self.out, flush=True)
 
 
 class Pipeline:
@@ -306,7 +306,6 @@ def logs_events_to_stdout(cfg) -> bool:
 def run_from_args(args) -> int:
     """`edge run`: load config and model, start the service hooks and the web page, loop."""
     import argparse
-
     import faulthandler
 
     from edge import service
