@@ -68,6 +68,12 @@ def model_from_args(args: argparse.Namespace, model_cfg=None):
     )
 
 
+def load_configured_model(model_cfg):
+    """The model a config's `model:` section names (no command-line overrides)."""
+    blank = argparse.Namespace(model=None, labels=None, backend=None, threads=None, resize=None)
+    return model_from_args(blank, model_cfg)
+
+
 def model_line(model) -> str:
     info = model.info
     parts = info["xnnpack_partitions"]

@@ -137,17 +137,13 @@ class Pipeline:
 
     def reload(self, path: str | None) -> bool:
         """Re-read the config; swap what changed between two frames. False if rejected."""
-        from edge.cli import model_from_args
+        from edge.cli import load_configured_model
 
         try:
             new = self.overrides(configmod.load(path))
             model = self.model
             if new.model != self.cfg.model:
-                import argparse
-
-                blank = argparse.Namespace(model=None, labels=None, backend=None, threads=None,
-                                           resize=None)
-                model = model_from_args(blank, new.model)
+                model = load_configured_model(new.model)
             configmod.check_labels(new, model.labels, str(path))
             regions = make_regions(new, model.labels, model.name)
         except EdgeError as e:
@@ -305,20 +301,18 @@ def logs_events_to_stdout(cfg) -> bool:
 
 def run_from_args(args) -> int:
     """`edge run`: load config and model, start the service hooks and the web page, loop."""
-    import argparse
     import faulthandler
 
     from edge import service
-    from edge.cli import model_from_args
+    from edge.cli import load_configured_model, model_line
 
     faulthandler.enable()  # a watchdog kill (SIGABRT) prints every thread's stack to the journal
 
     path = args.config or (str(configmod.DEFAULT_PATH) if configmod.DEFAULT_PATH.exists() else None)
     cfg = apply_overrides(configmod.load(path), args)
-    blank = argparse.Namespace(model=None, labels=None, backend=None, threads=None, resize=None)
-    model = model_from_args(blank, cfg.model)
+    model = load_configured_model(cfg.model)
     configmod.check_labels(cfg, model.labels, path or "<defaults>")
-    log.info("%s", __import__("edge.cli", fromlist=["model_line"]).model_line(model))
+    log.info("%s", model_line(model))
     hooks = service.ServiceHooks(service.Notifier.from_env(), cfg.service.status_every_s)
     printer = Printer(args.json, events=not logs_events_to_stdout(cfg))
     pipe = Pipeline(cfg, model, no_drop=args.no_drop, printer=printer, hooks=hooks,

@@ -1,4 +1,4 @@
-"""The status page, JSON API, Prometheus /metrics and /healthz, served from one thread.
+"""The status page, JSON API, Prometheus /metrics and /healthz, served from their own thread.
 
 Standard-library HTTP plus prometheus-client's text format: nothing to build and nothing from
 a CDN, so the page works on an offline device. Handlers only read what the pipeline shares

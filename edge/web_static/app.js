@@ -198,7 +198,7 @@ function renderRegions(regions) {
     const levels = watched ? r.watched : Object.fromEntries(r.top.map(([l]) => [l, {}]));
     const scores = watched ? r.scores : Object.fromEntries(r.top);
     const rows = card.querySelector(".rows");
-    const want = Object.keys(levels).join("\n");
+    const want = JSON.stringify(levels); // rebuilt when a reload changes labels or levels
     if (rows.dataset.labels !== want) {
       rows.dataset.labels = want;
       rows.replaceChildren(...Object.entries(levels).map(([l, lv]) => buildRow(l, lv)));
