@@ -40,11 +40,11 @@ class Live:
     lock: threading.Lock = field(default_factory=threading.Lock)
     frame: Frame | None = None
     results: dict = field(default_factory=dict)  # roi -> Result
-    events: list = field(default_factory=list)  # recent Event dicts, newest last (bounded)
+    events: list = field(default_factory=list)  # recent (id, event dict), newest last (bounded)
     event_seq: int = 0
     max_events: int = 200
 
-    def update(self, frame: Frame, results: list[Result], events: list[Event]) -> None:
+    def update(self, frame: Frame, results: list[Result], events: list[dict]) -> None:
         with self.lock:
             self.frame = frame
             for r in results:
@@ -75,11 +75,11 @@ class Printer:
         self.as_json, self.events, self.out = as_json, events, out
         self.last: dict = {}
 
-    def __call__(self, results: list[Result], events: list[Event]) -> None:
+    def __call__(self, results: list[Result], events: list[dict]) -> None:
         lines = []
         if self.as_json:
             lines += [json.dumps({"result": r.to_dict()}) for r in results]
-            lines += [json.dumps({"event": e.to_dict()}) for e in events]
+            lines += [json.dumps({"event": e}) for e in events]
         else:
             for r in results:
                 label = r.top[0][0] if r.top else None
@@ -89,8 +89,9 @@ class Printer:
                     score = f" {r.top[0][1]:.2f}" if r.top else ""
                     lines.append(f"#{r.seq}{where} {label}{score}")
             for e in events if self.events else ():
-                where = f" [{e.roi}]" if e.roi else ""
-                lines.append(f"#{e.seq}{where} {e.type.upper()} {e.label} {e.score:.2f}")
+                where = f" [{e['roi']}]" if e["roi"] else ""
+                kind, label = e["type"].upper(), e["label"]
+                lines.append(f"#{e['seq']}{where} {kind} {label} {e['score']:.2f}")
         if lines:  # one write: lines from sink threads on the same stream never interleave
             self.out.write("".join(line + "\n" for line in lines))
             self.out.flush()
@@ -220,17 +221,15 @@ class Pipeline:
                 next_due = max(next_due + min_period, time.monotonic()) if min_period else 0.0
                 per_region = self.classify(frame)
                 results = [r for r, _ in per_region]
-                events = [e for _, evs in per_region for e in evs]
                 now = time.monotonic()
                 cpu = time.process_time()
                 self.stats.frame_classified(self._invoke_ms, (now - frame.mono) * 1000, cpu - cpu0)
                 cpu0 = cpu
+                events = [d for r, evs in per_region for d in self.outbox.publish(r, evs, frame)]
                 for e in events:
-                    self.stats.event(e.label, e.type)
+                    self.stats.event(e["label"], e["type"])
                 self.stats.active = sorted({f"{r.roi}:{a}" if r.roi else a
                                             for r in results for a in r.active})
-                for result, evs in per_region:
-                    self.outbox.publish(result, evs, frame)
                 self.live.update(frame, results, events)
                 if self.printer:
                     self.printer(results, events)

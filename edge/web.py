@@ -180,10 +180,7 @@ def events_since(pipe, since: int, limit: int = 100) -> dict:
     sinks = snapshot_sinks(pipe)
     out = []
     for i, e in items:
-        d = dict(e) if isinstance(e, dict) else e.to_dict()
-        if not d.get("snapshot"):
-            for s in sinks:
-                s.annotate(d, None)  # the same path the snapshot sink wrote (pure naming)
+        d = dict(e)  # the JSON shape every sink saw, snapshot path included
         d["id"] = i
         d["snapshot_url"] = snapshot_url(d.get("snapshot"), sinks)
         out.append(d)

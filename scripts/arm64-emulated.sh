@@ -140,19 +140,6 @@ main() {
   echo "# It shows the project installs and behaves on aarch64; its timings mean nothing for a Pi."
   echo "##########################################################################################"
 
-  local sys_key sysroot
-  sys_key=$({ printf '%s\n' "$FORMAT" "${DEBS[@]}"; declare -f build_sysroot
-    cat "$HERE/cpuinfo-pi4.txt"; } | hash16)
-  sysroot=$CACHE/sysroot-$sys_key
-  if [ -x "$sysroot/usr/bin/python3.11" ]; then
-    step "sysroot: cached $sysroot"
-  else
-    step "sysroot: building $sysroot from Debian arm64 packages"
-    build_sysroot "$sysroot"
-    prune sysroot "$sysroot"
-    step "sysroot: built"
-  fi
-
   local reqs=$CACHE/requirements site_key site
   # shellcheck disable=SC2086  # EDGE_ARM64_EXTRA_REQS is a space-separated list
   "$HOST_PY" "$HERE/requirements.py" "$REPO/pyproject.toml" "$reqs" ${EDGE_ARM64_EXTRA_REQS:-}
@@ -167,6 +154,19 @@ main() {
     install_site "$site" "$reqs"
     prune site "$site"
     step "wheels: installed"
+  fi
+
+  local sys_key sysroot
+  sys_key=$({ printf '%s\n' "$FORMAT" "${DEBS[@]}"; declare -f build_sysroot
+    cat "$HERE/cpuinfo-pi4.txt"; } | hash16)
+  sysroot=$CACHE/sysroot-$sys_key
+  if [ -x "$sysroot/usr/bin/python3.11" ]; then
+    step "sysroot: cached $sysroot"
+  else
+    step "sysroot: building $sysroot from Debian arm64 packages"
+    build_sysroot "$sysroot"
+    prune sysroot "$sysroot"
+    step "sysroot: built"
   fi
 
   # The project itself, freshly from this tree; it must stay pure Python (no x86 binaries).

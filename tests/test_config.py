@@ -162,6 +162,7 @@ MALFORMED = {
 }
 
 
+@pytest.mark.arm64
 @pytest.mark.parametrize("case", list(MALFORMED))
 def test_malformed_config_names_file_line_and_key(case, monkeypatch):
     monkeypatch.delenv("EDGE_TEST_UNSET_TOKEN", raising=False)
@@ -184,6 +185,7 @@ def test_several_problems_each_get_their_line():
     assert [ln.split(": ")[0] for ln in lines] == [f"{F}:2:10", f"{F}:3:9", f"{F}:5:5"]
 
 
+@pytest.mark.arm64
 def test_unknown_labels_are_named_with_line_and_suggestions(imagenet):
     message = error_of(
         """

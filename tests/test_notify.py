@@ -98,6 +98,7 @@ def test_address_forms():
     assert notify_address("vsock:2:1234") is None
 
 
+@pytest.mark.arm64
 @pytest.mark.parametrize("kind", ["path", "abstract"])
 def test_messages_arrive_exactly(kind, receiver, abstract_receiver):
     r = receiver if kind == "path" else abstract_receiver
@@ -132,6 +133,7 @@ def test_watchdog_env(receiver):
     assert receiver.messages() == []
 
 
+@pytest.mark.arm64
 def test_hooks_ready_once_watchdog_only_on_progress(receiver):
     now = [100.0]
     n = notifier_for(receiver, WATCHDOG_USEC="2000000")  # ping at most every 1 s

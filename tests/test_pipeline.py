@@ -108,3 +108,25 @@ def test_edge_run_prints_label_changes(tmp_path, assets):
     lines = r.stdout.splitlines()
     assert any(ln.startswith("#0 ") for ln in lines) and any("chickadee" in ln for ln in lines)
     assert "stats: capture" in r.stderr
+
+
+def test_events_carry_the_snapshot_path_every_sink_sees(tiny, demo_clip, tmp_path):
+    cfg = config.parse(f"""
+postprocess:
+  - hysteresis: {{enter: 0.3, exit: 0.1, min_frames: 1}}
+outputs:
+  - snapshot: {{dir: "{tmp_path}/snaps", events: [enter]}}
+  - jsonl: {{path: "{tmp_path}/events.jsonl"}}
+""")
+    cfg = cfg.model_copy(update={"source": cfg.source.model_copy(
+        update={"kind": "opencv", "device": str(demo_clip), "realtime": False})})
+    pipe = Pipeline(cfg, tiny, no_drop=True)
+    pipe.run()
+    enters = [e for _, e in pipe.live.events if e["type"] == "enter"]
+    assert enters and all(e["snapshot"] for e in enters)
+    written = [json.loads(ln) for ln in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert [e["snapshot"] for e in written if e["type"] == "enter"] == [
+        e["snapshot"] for e in enters]
+    for e in enters:
+        img = cv2.imread(e["snapshot"])
+        assert img is not None and img.shape == (480, 640, 3)  # the full-resolution frame

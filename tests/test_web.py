@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -341,6 +342,16 @@ def test_page_preview_updates_and_bars_move(edge, browser, tmp_path):
     img = cv2.imread(str(shot))
     assert img.shape[0] > 500 and img.std() > 20  # not blank
     assert np.abs(img.astype(int) - img.mean(axis=(0, 1))).mean() > 10
+
+
+def test_reload_moves_the_thresholds(edge):
+    """Retune on a live service: after SIGHUP the API (and so the page's marks) show new levels."""
+    edge.cfg.write_text(edge.cfg.read_text().replace("enter: 0.6, exit: 0.3",
+                                                     "enter: 0.7, exit: 0.2"))
+    edge.proc.send_signal(signal.SIGHUP)
+    levels = lambda: get_json(edge.url + "api/status")["regions"][0]["watched"]  # noqa: E731
+    wait_for(lambda: levels()["cat"] == {"enter": 0.7, "exit": 0.2}, 20, "the new levels")
+    assert http(edge.url + "healthz")[0] == 200
 
 
 # ------------------------------------------------------------------ token and stall

@@ -141,20 +141,20 @@ class Outbox:
             out.append(d)
         return out
 
-    def publish(self, result: Result, events: list[Event], frame: Frame) -> None:
-        """Hand one classified frame (one ROI) to the sinks; never blocks on their I/O."""
+    def publish(self, result: Result, events: list[Event], frame: Frame) -> list[dict]:
+        """Hand one classified frame (one ROI) to the sinks; never blocks on their I/O.
+
+        Returns the events in their JSON shape (with snapshot/clip paths), as every sink sees
+        them, for the web page and `edge run --json`.
+        """
+        dicts = self.event_dicts(events, frame) if events else []
         if not self.workers:
-            return
-        if events:
-            dicts = self.event_dicts(events, frame)
-            workers = self.workers
-        else:
-            dicts = []
-            workers = self._per_frame
-        for w in workers:
+            return dicts
+        for w in self.workers if events else self._per_frame:
             item = w.sink.offer(result, dicts, frame)
             if item is not None:
                 w.put(item)
+        return dicts
 
     def sink_stats(self) -> dict[str, dict]:
         return {w.key: w.stats() for w in self.workers}

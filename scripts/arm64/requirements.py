@@ -22,12 +22,13 @@ TEST_RUNNER = ("pytest", "pytest-timeout")
 
 
 def requirement_lines(pyproject: Path, extra: list[str]) -> list[str]:
-    """Runtime deps, the test runner's entries from the dev extra, then any extra ones."""
+    """Any extra ones (first, so a bad one fails before pip downloads anything), the runtime
+    deps, then the test runner's entries from the dev extra."""
     project = tomllib.loads(pyproject.read_text())["project"]
     dev = project.get("optional-dependencies", {}).get("dev", [])
     runner = [r for r in dev if Requirement(r).name in TEST_RUNNER]
     missing = set(TEST_RUNNER) - {Requirement(r).name for r in runner}
-    return list(project["dependencies"]) + runner + sorted(missing) + extra
+    return extra + list(project["dependencies"]) + runner + sorted(missing)
 
 
 def host_pins(lines: list[str]) -> list[str]:
