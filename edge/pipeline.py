@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -54,6 +55,15 @@ class Live:
                 self.events.append((self.event_seq, e))
             if len(self.events) > self.max_events:
                 del self.events[: len(self.events) - self.max_events]
+
+
+def _file_stamp(path: str | None) -> tuple | None:
+    """What tells a changed file: modification time and size (None if missing)."""
+    try:
+        st = os.stat(path) if path else None
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size) if st else None
 
 
 def make_regions(cfg, labels: list[str], model_name: str, top_k: int = 5) -> list[Region]:
@@ -195,7 +205,10 @@ class Pipeline:
         min_period = 1.0 / self.cfg.inference.max_fps if self.cfg.inference.max_fps else 0.0
         next_due = 0.0
         done = 0
-        last_stats = time.monotonic()
+        self._config_path = config_path
+        self._config_stamp = _file_stamp(config_path)
+        self._next_housekeeping = time.monotonic() + 1.0
+        self._last_stats = time.monotonic()
         cpu0 = time.process_time()
         try:
             while not self.stop_event.is_set():
@@ -216,7 +229,7 @@ class Pipeline:
                 if frame is None:
                     if self.slot.closed:
                         break  # a finite source ended
-                    self._periodic(last_stats)
+                    self._housekeeping()
                     continue
                 next_due = max(next_due + min_period, time.monotonic()) if min_period else 0.0
                 per_region = self.classify(frame)
@@ -238,7 +251,7 @@ class Pipeline:
                 done += 1
                 if max_frames and done >= max_frames:
                     break
-                last_stats = self._periodic(last_stats)
+                self._housekeeping()
         finally:
             if self.hooks:
                 self.hooks.on_stop()
@@ -247,13 +260,22 @@ class Pipeline:
             log.info(self.stats.line())
         return 0
 
-    def _periodic(self, last: float) -> float:
-        every = self.cfg.service.stats_every_s
+    def _housekeeping(self) -> None:
+        """Once a second at most: the stats log line, and the config file watch."""
         now = time.monotonic()
-        if every and now - last >= every:
+        if now < self._next_housekeeping:
+            return
+        self._next_housekeeping = now + 1.0
+        every = self.cfg.service.stats_every_s
+        if every and now - self._last_stats >= every:
             log.info(self.stats.line())
-            return now
-        return last
+            self._last_stats = now
+        if self.cfg.service.watch_config and self._config_path:
+            stamp = _file_stamp(self._config_path)
+            if stamp != self._config_stamp:
+                self._config_stamp = stamp
+                log.info("%s changed: reloading", self._config_path)
+                self.reload_event.set()
 
     def status_text(self) -> str:
         s = self.stats.snapshot()

@@ -84,8 +84,26 @@ def throttled() -> dict | None:
     return {"raw": value, "flags": [n for b, n in THROTTLE_BITS.items() if value >> b & 1]}
 
 
+class SystemInfo:
+    """CPU temperature and Pi throttling flags, read at most every few seconds (vcgencmd forks)."""
+
+    def __init__(self, every_s: float = 5.0) -> None:
+        self.every_s = every_s
+        self.lock = threading.Lock()
+        self.at = -1e9
+        self.value: dict = {}
+
+    def read(self) -> dict:
+        with self.lock:
+            if time.monotonic() - self.at >= self.every_s:
+                self.value = {"cpu_temperature_c": cpu_temperature(), "throttled": throttled()}
+                self.at = time.monotonic()
+            return self.value
+
+
 class Stats:
     def __init__(self) -> None:
+        self.system = SystemInfo()
         self.lock = threading.Lock()
         self.started = time.monotonic()
         self.captured = 0
@@ -188,9 +206,14 @@ class Stats:
         """One log line: what an operator wants to see every minute."""
         s = self.snapshot()
         fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+        system = self.system.read()
+        temp = system.get("cpu_temperature_c")
+        flags = (system.get("throttled") or {}).get("flags") or []
+        extra = (f", {temp:.0f} C" if temp is not None else "") + (
+            f", throttling: {' '.join(flags)}" if flags else "")
         return (
             f"stats: capture {s['capture_fps']:.1f} fps, classify {s['classify_fps']:.1f} fps, "
             f"dropped {s['frames_dropped']}, invoke p50 {fmt(s['invoke_ms_p50'])} ms "
             f"p99 {fmt(s['invoke_ms_p99'])} ms, latency p50 {fmt(s['latency_ms_p50'])} ms "
-            f"p99 {fmt(s['latency_ms_p99'])} ms, source {s['source_state']}"
+            f"p99 {fmt(s['latency_ms_p99'])} ms, source {s['source_state']}{extra}"
         )

@@ -35,7 +35,7 @@ from prometheus_client.core import (
 
 from edge import config as configmod
 from edge.errors import EdgeError
-from edge.stats import THROTTLE_BITS, Histogram, cpu_temperature, throttled
+from edge.stats import THROTTLE_BITS, Histogram
 
 log = logging.getLogger(__name__)
 
@@ -100,23 +100,6 @@ def token_ok(expected: str | None, header: str | None, query: list[str] | None) 
 
 
 # ------------------------------------------------------------------ shared readings
-
-
-class System:
-    """CPU temperature and Pi throttling flags, read at most every few seconds (vcgencmd forks)."""
-
-    def __init__(self, every_s: float = 5.0) -> None:
-        self.every_s = every_s
-        self.lock = threading.Lock()
-        self.at = -1e9
-        self.value: dict = {}
-
-    def read(self) -> dict:
-        with self.lock:
-            if time.monotonic() - self.at >= self.every_s:
-                self.value = {"cpu_temperature_c": cpu_temperature(), "throttled": throttled()}
-                self.at = time.monotonic()
-            return self.value
 
 
 def health(pipe, snap: dict | None = None) -> tuple[bool, str]:
@@ -447,7 +430,7 @@ class App:
     def __init__(self, pipe, access: Access, preview_fps: float) -> None:
         self.pipe, self.access = pipe, access
         self.preview = Preview(pipe, preview_fps)
-        self.system = System()
+        self.system = pipe.stats.system
         self.page = page_html().encode()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(Metrics(self))

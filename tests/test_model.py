@@ -106,7 +106,7 @@ def test_preprocess_writes_into_the_input_tensor(default_model):
     img = rgb(IMAGES / "grace_hopper.bmp")
     scratch_id = id(m.scratch)
     m.preprocess(img)
-    expect = cv2.resize(img, (224, 224), interpolation=cv2.INTER_LINEAR)
+    expect = cv2.resize(img, (224, 224), interpolation=cv2.INTER_LINEAR_EXACT)
     got = m.interpreter.get_tensor(m.input_index)[0]
     assert np.array_equal(got, m.lut[expect])
     assert id(m.scratch) == scratch_id

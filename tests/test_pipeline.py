@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 from conftest import DEFAULT_MODEL, IMAGES, TINY_MODEL
 from helpers import run_edge
@@ -130,3 +131,32 @@ outputs:
     for e in enters:
         img = cv2.imread(e["snapshot"])
         assert img is not None and img.shape == (480, 640, 3)  # the full-resolution frame
+
+
+@pytest.mark.arm64
+def test_each_roi_is_classified_on_its_own(tmp_path, assets):
+    cat, bird = cv2.imread(str(IMAGES / "cat.bmp")), cv2.imread(str(IMAGES / "bird.bmp"))
+    h = min(cat.shape[0], bird.shape[0])
+    side = [cv2.resize(x, (round(x.shape[1] * h / x.shape[0]), h)) for x in (cat, bird)]
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    cv2.imwrite(str(frames / "both.png"), np.hstack(side))
+    split = side[0].shape[1] / (side[0].shape[1] + side[1].shape[1])
+    cfg = config.parse(f"""
+rois:
+  - {{name: left, box: [0, 0, {split:.4f}, 1]}}
+  - {{name: right, box: [{split:.4f}, 0, 1, 1]}}
+postprocess:
+  - hysteresis: {{enter: 0.5, min_frames: 2}}
+outputs: []
+""")
+    cfg = cfg.model_copy(update={"source": cfg.source.model_copy(
+        update={"kind": "files", "path": str(frames), "loop": True, "realtime": False})})
+    model = load_model(DEFAULT_MODEL, threads=1)
+    pipe = Pipeline(cfg, model, no_drop=True)
+    pipe.run(max_frames=3)
+    left, right = pipe.live.results["left"], pipe.live.results["right"]
+    assert left.top[0][0] == "Egyptian cat" and right.top[0][0] == "chickadee"
+    assert left.active == ["Egyptian cat"] and right.active == ["chickadee"]  # own chain state
+    events = {(e["roi"], e["label"]) for _, e in pipe.live.events}
+    assert events == {("left", "Egyptian cat"), ("right", "chickadee")}

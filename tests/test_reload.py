@@ -101,3 +101,26 @@ def test_sighup_retunes_without_restarting_capture(tmp_path, demo_clip):
     seqs = r.seqs()
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)  # one capture, never restarted
     assert sum("source running" in ln for ln in r.log) == 1, r.log
+
+
+def test_watch_config_reloads_on_file_change(tmp_path, demo_clip):
+    cfg = tmp_path / "edge.yaml"
+    cfg.write_text(STRICT.replace("service: {stats_every_s: 0}",
+                                  "service: {stats_every_s: 0, watch_config: true}"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge", "run", "--config", str(cfg), "--source", str(demo_clip),
+         "--model", str(TINY_MODEL), "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        env={**os.environ, "EDGE_CACHE_DIR": str(tmp_path)},
+    )
+    r = Reader(proc)
+    try:
+        assert r.wait_for(lambda: len(r.seqs()) > 10), r.log
+        assert r.events() == []
+        cfg.write_text(LOOSE.replace("service: {stats_every_s: 0}",
+                                     "service: {stats_every_s: 0, watch_config: true}"))
+        assert r.wait_for(lambda: any("changed: reloading" in ln for ln in r.log)), r.log
+        assert r.wait_for(lambda: len(r.events()) >= 1), r.log
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
