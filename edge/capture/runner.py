@@ -55,6 +55,17 @@ class LatestFrame:
             self._cond.notify_all()
             return True
 
+    def wait_empty(self) -> bool:
+        """Block until the consumer took the frame in the slot; False once closed.
+
+        In no-drop mode the capture thread waits here *before* reading the next frame, so it
+        decodes exactly one frame ahead of inference: full overlap, one frame of latency.
+        """
+        with self._cond:
+            while self._frame is not None and not self._closed:
+                self._cond.wait()
+            return not self._closed
+
     def get(self, timeout: float | None = None) -> Frame | None:
         """The newest frame, waiting up to `timeout`; None on timeout or once closed and empty.
 
@@ -222,6 +233,8 @@ class CaptureThread:
             conn.doing = "read"
             live = source.live
             while conn.current and not self._stop.is_set():
+                if self.slot.no_drop and not self.slot.wait_empty():
+                    break
                 conn.busy_since = time.monotonic()
                 out = source.read()
                 conn.busy_since = None
