@@ -136,14 +136,6 @@ def crop_box(shape: tuple[int, ...], box: Box | None, aspect: float | None) -> t
     return slice(py0, py1), slice(px0, px1)
 
 
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def cpu_id() -> str:
     """CPU model and core count: the key under which a thread choice stays valid."""
     model = ""

@@ -30,6 +30,27 @@ class Scores:
     ranked: tuple[np.ndarray, np.ndarray] | None = None  # (vec, its top-k indices) from top_k
 
 
+class Stage:
+    """What a stage may leave out: it names no labels, keeps the label list, holds no state.
+
+    A stage is a small class registered under its YAML name with a `Params` model and one
+    method, `__call__(scores) -> scores`; override these where the stage differs.
+    """
+
+    name: str
+
+    @staticmethod
+    def labels_in(params) -> list[tuple[tuple, str]]:
+        return []
+
+    @staticmethod
+    def labels_out(params, labels: list[str]) -> list[str]:
+        return labels
+
+    def carry_over(self, old) -> None:
+        """Stateless: nothing to take over on reload."""
+
+
 def indices(patterns: list[str] | tuple[str, ...], labels: list[str]) -> np.ndarray:
     """Sorted indices of the labels any of the names or globs match."""
     found: set[int] = set()

@@ -7,7 +7,7 @@ from pydantic import Field, model_validator
 
 from edge.config import Strict
 from edge.postprocess import STAGES
-from edge.postprocess.base import Scores, indices
+from edge.postprocess.base import Scores, Stage, indices
 
 
 class FilterParams(Strict):
@@ -27,7 +27,7 @@ class FilterParams(Strict):
 
 
 @STAGES.register("filter")
-class Filter:
+class Filter(Stage):
     """Keep only the allowed labels and drop the denied ones (names or globs).
 
     Later stages, results and events never see the labels dropped.
@@ -63,5 +63,3 @@ class Filter:
         s.labels, s.vec = self.out_labels, s.vec[self.keep]
         return s
 
-    def carry_over(self, old) -> None:
-        """Stateless."""

@@ -10,7 +10,7 @@ from pydantic import Field
 from edge.config import Strict, new_clashes
 from edge.errors import ConfigError
 from edge.postprocess import STAGES
-from edge.postprocess.base import Scores, indices
+from edge.postprocess.base import Scores, Stage, indices
 
 Patterns = Annotated[
     list[Annotated[str, Field(min_length=1)]],
@@ -49,7 +49,7 @@ def _parts(member) -> tuple[list[str], str, tuple]:
 
 
 @STAGES.register("group")
-class Group:
+class Group(Stage):
     """Combine the labels matching names or globs into one label (sum or max of their scores).
 
     The member labels are replaced by the group's label, appended after the remaining labels.
@@ -119,5 +119,3 @@ class Group:
         s.labels, s.vec = self.out_labels, out
         return s
 
-    def carry_over(self, old) -> None:
-        """Stateless."""

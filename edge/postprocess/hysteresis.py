@@ -11,7 +11,7 @@ from pydantic import Field, model_validator
 from edge import labels as labelmatch
 from edge.config import Strict
 from edge.postprocess import STAGES
-from edge.postprocess.base import Scores, indices
+from edge.postprocess.base import Scores, Stage, indices
 
 Level = Annotated[float, Field(ge=0, le=1)]
 EnterLevel = Annotated[float, Field(gt=0, le=1)]  # 0 would make every label enter at once
@@ -98,7 +98,7 @@ def _levels(params, labels: list[str]) -> tuple[np.ndarray, np.ndarray, set[int]
 
 
 @STAGES.register("hysteresis")
-class Hysteresis:
+class Hysteresis(Stage):
     """Decide the active labels: enter/exit thresholds, frames or time to enter, hold, cooldown.
 
     A label enters after `min_frames` frames in a row (and `min_duration_s` seconds) at or above
@@ -114,10 +114,6 @@ class Hysteresis:
         return [(("per_label", p), p) for p in params.per_label] + [
             (("labels", i), p) for i, p in enumerate(params.labels)
         ]
-
-    @staticmethod
-    def labels_out(params, labels: list[str]) -> list[str]:
-        return labels
 
     def __init__(self, params, labels: list[str]) -> None:
         self.params, self.labels = params, labels

@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 
 from edge.config import Strict
 from edge.postprocess import STAGES
-from edge.postprocess.base import Scores, remap
+from edge.postprocess.base import Scores, Stage, remap
 
 
 class SmoothParams(Strict):
@@ -37,21 +37,13 @@ class SmoothParams(Strict):
 
 
 @STAGES.register("smooth")
-class Smooth:
+class Smooth(Stage):
     """Smooth each label's score over frames: EMA (alpha) or a window mean/median of N frames.
 
     The first frame passes as is; a window averages over the frames seen so far until full.
     """
 
     Params = SmoothParams
-
-    @staticmethod
-    def labels_in(params) -> list[tuple[tuple, str]]:
-        return []
-
-    @staticmethod
-    def labels_out(params, labels: list[str]) -> list[str]:
-        return labels
 
     def __init__(self, params, labels: list[str]) -> None:
         self.params, self.labels = params, labels

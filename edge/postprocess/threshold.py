@@ -10,7 +10,7 @@ from pydantic import Field
 from edge import labels as labelmatch
 from edge.config import Strict
 from edge.postprocess import STAGES
-from edge.postprocess.base import Scores, per_label
+from edge.postprocess.base import Scores, Stage, per_label
 
 Level = Annotated[float, Field(ge=0, le=1)]
 
@@ -25,7 +25,7 @@ class ThresholdParams(Strict):
 
 
 @STAGES.register("threshold")
-class Threshold:
+class Threshold(Stage):
     """Keep the labels whose score reaches a threshold (a default and per-label ones).
 
     Scores below their label's threshold become 0. The labels passing (with a threshold above
@@ -37,10 +37,6 @@ class Threshold:
     @staticmethod
     def labels_in(params) -> list[tuple[tuple, str]]:
         return [(("per_label", p), p) for p in params.per_label]
-
-    @staticmethod
-    def labels_out(params, labels: list[str]) -> list[str]:
-        return labels
 
     def __init__(self, params, labels: list[str]) -> None:
         self.params, self.labels = params, labels
@@ -68,5 +64,3 @@ class Threshold:
         s.active = [s.labels[i] for i in passed]
         return s
 
-    def carry_over(self, old) -> None:
-        """Stateless: the active set follows each frame's scores."""

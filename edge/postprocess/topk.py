@@ -8,24 +8,16 @@ import numpy as np
 from pydantic import Field
 
 from edge.postprocess import STAGES
-from edge.postprocess.base import Scores, top_indices
+from edge.postprocess.base import Scores, Stage, top_indices
 
 
 @STAGES.register("top_k")
-class TopK:
+class TopK(Stage):
     """Keep the k highest scores (the rest become 0) and list k labels in each result."""
 
     Params = Annotated[
         int, Field(ge=1, le=1000, description="how many labels to keep, e.g. `- top_k: 3`")
     ]
-
-    @staticmethod
-    def labels_in(params) -> list[tuple[tuple, str]]:
-        return []
-
-    @staticmethod
-    def labels_out(params, labels: list[str]) -> list[str]:
-        return labels
 
     def __init__(self, params: int, labels: list[str]) -> None:
         self.k, self.labels = int(params), labels
@@ -40,5 +32,3 @@ class TopK:
             s.vec, s.ranked = out, (out, best)
         return s
 
-    def carry_over(self, old) -> None:
-        """Stateless."""
