@@ -334,7 +334,7 @@ def add_bench_arguments(p) -> None:
     p.add_argument("--seconds", type=float, default=3.0, help="timing budget per configuration")
     p.add_argument("--rounds", type=int, default=3,
                    help="split each budget into this many interleaved rounds (default 3)")
-    p.add_argument("--source", help="a video clip: also time decode -> preprocess -> invoke")
+    p.add_argument("--source", help="a video clip: also measure the full pipeline fps on it")
     p.add_argument("--backend", action="append", choices=BENCH_BACKENDS,
                    help="only this backend (repeatable; default: every one installed)")
     p.add_argument("--no-xnnpack-off", action="store_true",
