@@ -80,7 +80,7 @@ def sequential(model, clip, seconds):
 
 
 def edge(model, clip, seconds):
-    cfg = config.parse("web: {enabled: false}\nservice: {stats_every_s: 0}\n")
+    cfg = config.parse("web: {enabled: false}\nservice: {stats_every_s: 0}\noutputs: []\n")
     src = cfg.source.model_copy(
         update={"kind": "opencv", "device": str(clip), "loop": True, "realtime": False}
     )
