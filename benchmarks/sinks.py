@@ -87,10 +87,11 @@ class TimedPipeline(Pipeline):
         self.publish_s = []
         inner = self.outbox.publish
 
-        def publish(*args) -> None:
+        def publish(*args) -> list[dict]:
             t0 = time.perf_counter()
-            inner(*args)
+            out = inner(*args)
             self.publish_s.append(time.perf_counter() - t0)
+            return out
 
         self.outbox.publish = publish
 
