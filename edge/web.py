@@ -170,6 +170,14 @@ def events_since(pipe, since: int, limit: int = 100) -> dict:
     return {"events": out, "last": last}
 
 
+def _rounded(levels: dict[str, dict]) -> dict[str, dict]:
+    """float32 in the chain: 0.6 would read 0.6000000238."""
+    return {
+        label: {k: None if v is None else round(v, 6) for k, v in lv.items()}
+        for label, lv in levels.items()
+    }
+
+
 def regions_now(pipe) -> list[dict]:
     """Per ROI: box, current top labels, active set, watched scores and their thresholds."""
     with pipe.live.lock:
@@ -184,10 +192,9 @@ def regions_now(pipe) -> list[dict]:
             "top": [[label, round(float(s), 4)] for label, s in r.top] if r else [],
             "active": list(r.active) if r else [],
             "scores": {k: round(float(v), 4) for k, v in r.scores.items()} if r else {},
-            "watched": {  # float32 in the chain: 0.6 would read 0.6000000238
-                label: {k: None if v is None else round(v, 6) for k, v in lv.items()}
-                for label, lv in region.chain.watched().items()
-            },
+            "watched": _rounded(region.chain.watched()),
+            # levels for the top labels, for a chain that names no label (hysteresis on all)
+            "top_levels": _rounded(region.chain.levels_of([lb for lb, _ in r.top] if r else [])),
         })
     return out
 

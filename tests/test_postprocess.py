@@ -444,3 +444,18 @@ def test_doc_examples_validate(imagenet):
         config.check_labels(cfg, imagenet, "docs/postprocess.md")
         Chain(config.spec_items(cfg.postprocess), imagenet)
 
+
+
+def test_levels_of_any_label_for_the_web_bars():
+    labels = parse_labels(IMAGENET_LABELS.read_text())
+
+    def chain(text):
+        return Chain(config.spec_items(config.parse(text).postprocess), labels)
+
+    on_all = chain("postprocess:\n  - hysteresis: {enter: 0.5, exit: 0.3}\n")
+    assert on_all.watched() == {}  # the config names no label ...
+    assert on_all.levels_of(["tabby, tabby cat", "nonsense"]) == {  # ... yet every label has levels
+        "tabby, tabby cat": {"enter": 0.5, "exit": 0.3}}
+    only_cat = chain("postprocess:\n  - hysteresis: {enter: 0.5, labels: ['Egyptian cat']}\n")
+    assert list(only_cat.levels_of(["Egyptian cat", "tabby, tabby cat"])) == ["Egyptian cat"]
+    assert chain("postprocess:\n  - smooth: {alpha: 0.5}\n").levels_of(["tabby, tabby cat"]) == {}

@@ -66,6 +66,21 @@ class Chain:
             out[label] = lv
         return out
 
+    def levels_of(self, labels: list[str]) -> dict[str, dict]:
+        """Enter/exit levels the last deciding stage applies to any labels (e.g. the current
+        top ones, when the config names none), so the web page can mark them too."""
+        judge = next((st for st in reversed(self.stages) if st.name in DECIDING), None)
+        if judge is None:
+            return {}
+        pos = {label: i for i, label in enumerate(judge.labels)}
+        out = {}
+        for label in labels:
+            if label in pos:
+                lv = judge.level_of(pos[label])
+                if np.isfinite(lv["enter"]):
+                    out[label] = lv
+        return out
+
     def watched(self) -> dict[str, dict]:
         """{label: {"enter": x, "exit": y}} for the labels the stages name (web score bars)."""
         return {k: dict(v) for k, v in self._watch.items()}

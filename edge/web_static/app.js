@@ -195,7 +195,8 @@ function renderRegions(regions) {
       ? r.top.slice(0, 3).map(([l, s]) => `${l} ${fmt(s, 2)}`).join(" · ") : "–");
     // Watched labels (named by the chain) with their levels; without a chain, the top labels.
     const watched = Object.keys(r.watched).length;
-    const levels = watched ? r.watched : Object.fromEntries(r.top.map(([l]) => [l, {}]));
+    const top = r.top_levels || {};
+    const levels = watched ? r.watched : Object.fromEntries(r.top.map(([l]) => [l, top[l] || {}]));
     const scores = watched ? r.scores : Object.fromEntries(r.top);
     const rows = card.querySelector(".rows");
     const want = JSON.stringify(levels); // rebuilt when a reload changes labels or levels
