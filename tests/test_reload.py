@@ -62,16 +62,21 @@ class Reader:
         return [x["result"]["seq"] for x in self.lines if "result" in x]
 
 
-def test_sighup_retunes_without_restarting_capture(tmp_path, demo_clip):
-    cfg = tmp_path / "edge.yaml"
-    cfg.write_text(STRICT)
+def start(cfg, clip, tmp_path) -> tuple[subprocess.Popen, Reader]:
+    """`edge run --json` on the clip with the tiny model, its output collected."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edge", "run", "--config", str(cfg), "--source", str(demo_clip),
+        [sys.executable, "-m", "edge", "run", "--config", str(cfg), "--source", str(clip),
          "--model", str(TINY_MODEL), "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
         env={**os.environ, "EDGE_CACHE_DIR": str(tmp_path)},
     )
-    r = Reader(proc)
+    return proc, Reader(proc)
+
+
+def test_sighup_retunes_without_restarting_capture(tmp_path, demo_clip):
+    cfg = tmp_path / "edge.yaml"
+    cfg.write_text(STRICT)
+    proc, r = start(cfg, demo_clip, tmp_path)
     try:
         # the clip loops at its own 30 fps, like a camera
         assert r.wait_for(lambda: len(r.seqs()) > 30), r.log
@@ -107,13 +112,7 @@ def test_watch_config_reloads_on_file_change(tmp_path, demo_clip):
     cfg = tmp_path / "edge.yaml"
     cfg.write_text(STRICT.replace("service: {stats_every_s: 0}",
                                   "service: {stats_every_s: 0, watch_config: true}"))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edge", "run", "--config", str(cfg), "--source", str(demo_clip),
-         "--model", str(TINY_MODEL), "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-        env={**os.environ, "EDGE_CACHE_DIR": str(tmp_path)},
-    )
-    r = Reader(proc)
+    proc, r = start(cfg, demo_clip, tmp_path)
     try:
         assert r.wait_for(lambda: len(r.seqs()) > 10), r.log
         assert r.events() == []
