@@ -176,6 +176,7 @@ def test_video_loop_and_realtime_pacing(demo_clip):
     t0 = time.monotonic()
     for _ in range(16):
         paced.read()
+        paced.pacer.wait()  # what the capture thread does after each read
     elapsed = time.monotonic() - t0
     paced.close()
     assert 0.4 <= elapsed <= 0.9, elapsed  # 15 frame periods at the clip's 30 fps
@@ -541,3 +542,19 @@ def test_parse_source_folder_and_errors(tmp_path):
         parse_source(str(tmp_path / "notes.txt"))
     with pytest.raises(EdgeError, match="source.path"):
         open_source(SourceConfig(kind="files"), MODEL_SIZE)
+
+
+def test_a_slow_pace_is_not_a_stall(images):
+    """Photos shown every 0.6 s with a 0.2 s stall timeout: the pause is pacing, not a hang."""
+    cfg = SourceConfig(kind="files", path=str(images), loop=True, fps=1 / 0.6, realtime=True,
+                       stall_timeout_s=0.2, backoff_initial_s=0.05)
+    stats = Stats()
+    slot = LatestFrame(stats)
+    cap = CaptureThread(lambda: open_source(cfg, MODEL_SIZE), slot, stats, cfg).start()
+    try:
+        frames = collect(slot, 3, timeout=5)
+    finally:
+        cap.stop()
+    assert stats.reconnects == 0 and stats.source_state != "reconnecting"
+    first, second = (rgb_of(p) for p in sorted(images.iterdir())[:2])  # the folder advances
+    assert np.array_equal(frames[0].rgb, first) and np.array_equal(frames[1].rgb, second)

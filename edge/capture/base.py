@@ -7,6 +7,7 @@ every source gets them the same way.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from typing import Protocol
@@ -55,17 +56,21 @@ class Pacer:
     """Sleeps so a file source delivers frames at `fps`, like a camera would.
 
     When the reader falls behind by more than a frame it re-anchors instead of bursting to
-    catch up, which is what a camera does too (it never queues old frames for us).
+    catch up, which is what a camera does too (it never queues old frames for us). The capture
+    thread calls `wait` after `read()` returns, so a slow pace is never taken for a stall.
     """
 
     def __init__(self, fps: float) -> None:
         self.period = 1.0 / fps
         self.next: float | None = None
 
-    def wait(self) -> None:
+    def wait(self, stop: threading.Event | None = None) -> None:
         now = time.monotonic()
         if self.next is None or now - self.next > self.period:
             self.next = now
         elif self.next > now:
-            time.sleep(self.next - now)
+            if stop is None:
+                time.sleep(self.next - now)
+            else:
+                stop.wait(self.next - now)  # a stop request ends a long pause at once
         self.next += self.period

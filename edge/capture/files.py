@@ -74,8 +74,6 @@ class FilesSource:
             self.index = 0
         path = self.files[self.index]
         self.index += 1
-        if self.pacer:
-            self.pacer.wait()
         return read_rgb(path), None
 
     def close(self) -> None:

@@ -145,8 +145,6 @@ class OpenCVSource:
                 "(camera unplugged or frozen)"
             )
         self.frames += 1
-        if self.pacer:
-            self.pacer.wait()
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=bgr), None
 
     def close(self) -> None:

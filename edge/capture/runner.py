@@ -240,6 +240,9 @@ class CaptureThread:
                 conn.busy_since = None
                 if not conn.current:
                     break
+                pacer = getattr(source, "pacer", None)  # file sources played like a camera
+                if out is not None and pacer is not None:
+                    pacer.wait(self._stop)
                 if out is None:
                     conn.outcome = ("error", "stream ended") if live else ("ended", None)
                     break
