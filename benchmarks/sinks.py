@@ -82,10 +82,10 @@ class TimedPipeline(Pipeline):
 
     publish_s: list[float]
 
-    def _start_outbox(self) -> None:
-        super()._start_outbox()
+    def _make_outbox(self, cfg, model):
+        outbox = super()._make_outbox(cfg, model)
         self.publish_s = []
-        inner = self.outbox.publish
+        inner = outbox.publish
 
         def publish(*args) -> list[dict]:
             t0 = time.perf_counter()
@@ -93,7 +93,8 @@ class TimedPipeline(Pipeline):
             self.publish_s.append(time.perf_counter() - t0)
             return out
 
-        self.outbox.publish = publish
+        outbox.publish = publish
+        return outbox
 
 
 def thread_cpu_s(tid: int) -> float:

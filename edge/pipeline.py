@@ -134,20 +134,25 @@ class Pipeline:
 
         src_cfg = self.cfg.source
         size = self.model.input_size
+        open_source(src_cfg, size)  # settings that can never work fail now, not in a retry loop
         self.capture = CaptureThread(lambda: open_source(src_cfg, size), self.slot, self.stats,
                                      src_cfg)
         self.capture.start()
 
-    def _start_outbox(self) -> None:
+    def _make_outbox(self, cfg, model):
+        """The outputs a config names, built (and checked) but not started."""
         from edge.sinks.outbox import Outbox
 
-        self.outbox = Outbox(configmod.spec_items(self.cfg.outputs), self.cfg.device,
-                             self.model.name, self.stats)
-        self.outbox.start()
-        self.stats.extra["sinks"] = self.outbox.sink_stats
+        return Outbox(configmod.spec_items(cfg.outputs), cfg.device, model.name, self.stats)
 
     def reload(self, path: str | None) -> bool:
-        """Re-read the config; swap what changed between two frames. False if rejected."""
+        """Re-read the config; swap what changed between two frames. False if rejected.
+
+        Everything new is built before anything is swapped, so a file that fails anywhere
+        (YAML, schema, labels, a model or an output that cannot be opened) leaves the running
+        pipeline exactly as it was.
+        """
+        from edge.capture import open_source
         from edge.cli import load_configured_model
 
         try:
@@ -157,28 +162,37 @@ class Pipeline:
                 model = load_configured_model(new.model)
             configmod.check_labels(new, model.labels, str(path))
             regions = make_regions(new, model.labels, model.name)
+            source_changed = (new.source != self.cfg.source
+                              or model.input_size != self.model.input_size)
+            if source_changed:
+                open_source(new.source, model.input_size)
+            outputs_changed = (new.outputs != self.cfg.outputs or new.device != self.cfg.device
+                               or model.name != self.model.name)
+            outbox = self._make_outbox(new, model) if outputs_changed else None
         except EdgeError as e:
             log.error("reload rejected, keeping the running config:\n%s", e)
             return False
-        if model is self.model:
-            old = {r.name: r.chain for r in self.regions}
-            for r in regions:
-                if r.name in old:
-                    r.chain.carry_over(old[r.name])
-        source_changed = new.source != self.cfg.source or model.input_size != self.model.input_size
-        outputs_changed = new.outputs != self.cfg.outputs or new.device != self.cfg.device
+        # Stages remap their state by label name, so it carries over a new model too (labels
+        # that are gone get their `exit`).
+        old = {r.name: r.chain for r in self.regions}
+        for r in regions:
+            if r.name in old:
+                r.chain.carry_over(old[r.name])
         self.cfg, self.model, self.regions = new, model, regions
         self.stats.extra["model"] = model.info
+        if self.printer is not None:
+            self.printer.events = not logs_events_to_stdout(new)
         if source_changed and self.capture is not None:
-            log.info("source changed: reopening the camera")
             from edge.capture.runner import LatestFrame
 
+            log.info("source changed: reopening the camera")
             self.capture.stop()  # closes the old slot: the loop reads from the new one
             self.slot = LatestFrame(self.stats, no_drop=self.no_drop)
             self._start_capture()
-        if outputs_changed and self.outbox is not None:
+        if outbox is not None:
             self.outbox.close()
-            self._start_outbox()
+            self.outbox = outbox
+            self.outbox.start()
         log.info("config reloaded from %s", path)
         return True
 
@@ -199,7 +213,8 @@ class Pipeline:
 
     def run(self, max_frames: int | None = None, duration: float | None = None,
             config_path: str | None = None) -> int:
-        self._start_outbox()
+        self.outbox = self._make_outbox(self.cfg, self.model)
+        self.outbox.start()
         self._start_capture()
         deadline = time.monotonic() + duration if duration else None
         min_period = 1.0 / self.cfg.inference.max_fps if self.cfg.inference.max_fps else 0.0

@@ -10,8 +10,14 @@ import sys
 import threading
 import time
 
-from conftest import TINY_MODEL
+import cv2
+from conftest import DEFAULT_MODEL, IMAGES, QAT_MODEL, TINY_MODEL
 from helpers import REPO
+
+from edge import config
+from edge.capture.base import Frame
+from edge.model import load_model
+from edge.pipeline import Pipeline
 
 STRICT = """
 web: {enabled: false}
@@ -123,3 +129,37 @@ def test_watch_config_reloads_on_file_change(tmp_path, demo_clip):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
+
+
+def _frame(seq: int, path) -> Frame:
+    rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+    return Frame(seq, time.time(), time.monotonic(), rgb)
+
+
+def test_reload_to_another_model_keeps_state_and_a_bad_output_is_rejected(tmp_path, assets):
+    chain = "postprocess:\n  - hysteresis: {enter: 0.5, exit: 0.3, min_frames: 2}\n"
+    cfg_file = tmp_path / "edge.yaml"
+    cfg_file.write_text(f"model: {{path: '{DEFAULT_MODEL}', threads: 1}}\n{chain}outputs: []\n")
+    cfg = config.load(cfg_file)
+    pipe = Pipeline(cfg, load_model(DEFAULT_MODEL, threads=1))
+    pipe.outbox = pipe._make_outbox(cfg, pipe.model)
+    for seq in range(3):
+        (result, events), = pipe.classify(_frame(seq, IMAGES / "cat.bmp"))
+    assert result.active == ["Egyptian cat"]
+
+    # an output that cannot be opened: rejected before anything is swapped
+    cfg_file.write_text(cfg_file.read_text().replace(
+        "outputs: []", "outputs:\n  - jsonl: {path: /proc/nope/events.jsonl}"))
+    outbox = pipe.outbox
+    assert pipe.reload(str(cfg_file)) is False
+    assert pipe.outbox is outbox and pipe.cfg is cfg
+
+    # another model with the same labels: the active label carries over, then exits
+    cfg_file.write_text(f"model: {{path: '{QAT_MODEL}', threads: 1}}\n{chain}outputs: []\n")
+    assert pipe.reload(str(cfg_file)) is True
+    assert pipe.model.name == "mobilenet_v2_1.0_224_quant"
+    (result, events), = pipe.classify(_frame(3, IMAGES / "cat.bmp"))
+    assert result.active == ["Egyptian cat"] and events == []  # still in: no second enter
+    (result, events), = pipe.classify(_frame(4, IMAGES / "bird.bmp"))
+    assert [(e.type, e.label) for e in events] == [("exit", "Egyptian cat")]
+    pipe.outbox.close()
