@@ -549,18 +549,25 @@ def new_clashes(before: list[str], after: list[str]) -> list[str]:
     ]
 
 
+_SECRET_KEY = re.compile(r"password$|token$|secret|^headers$", re.I)
+_URL_CREDENTIALS = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
+
+
 def masked(cfg) -> dict:
-    """The effective config as plain data with secrets replaced by '***'."""
+    """The effective config as plain data with secrets replaced by '***': password/token/
+    secret keys, every HTTP header value, and user:password@ inside URLs."""
     data = cfg.model_dump(mode="json")
 
-    def walk(x):
+    def walk(x, key=""):
         if isinstance(x, dict):
-            return {
-                k: ("***" if v and re.search(r"password$|token$|secret", k) else walk(v))
-                for k, v in x.items()
-            }
+            if _SECRET_KEY.search(key):
+                return {k: "***" for k in x}
+            return {k: ("***" if v and _SECRET_KEY.search(k) and not isinstance(v, dict)
+                        else walk(v, k)) for k, v in x.items()}
         if isinstance(x, list):
-            return [walk(v) for v in x]
+            return [walk(v, key) for v in x]
+        if isinstance(x, str):
+            return _URL_CREDENTIALS.sub(r"\1***@", x)
         return x
 
     return walk(data)

@@ -434,8 +434,7 @@ def load_model(
         raise ModelError(f"unknown resize mode {resize!r}: use one of {', '.join(RESIZE_MODES)}")
     name, mod, human, version = select_backend(backend)
     digest = hashlib.sha256(buf).hexdigest()
-    if threads == "auto":
-        _make_interpreter(mod, human, path, 1, xnnpack)  # fail fast on a bad model
+    if threads == "auto":  # a bad model fails in the first timing (or below, when cached)
         n_threads = tune_threads(mod, human, version, path, digest, xnnpack)
     else:
         n_threads = int(threads)

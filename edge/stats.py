@@ -85,20 +85,30 @@ def throttled() -> dict | None:
 
 
 class SystemInfo:
-    """CPU temperature and Pi throttling flags, read at most every few seconds (vcgencmd forks)."""
+    """CPU temperature and Pi throttling flags, refreshed in the background every few seconds.
+
+    `read()` never blocks: `vcgencmd` forks a process (up to 2 s), which must not happen on the
+    frame loop or hold up a web request, so callers get the last value and a refresh starts
+    beside them when it is due.
+    """
 
     def __init__(self, every_s: float = 5.0) -> None:
         self.every_s = every_s
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # held while a refresh runs
         self.at = -1e9
         self.value: dict = {}
 
     def read(self) -> dict:
-        with self.lock:
-            if time.monotonic() - self.at >= self.every_s:
-                self.value = {"cpu_temperature_c": cpu_temperature(), "throttled": throttled()}
-                self.at = time.monotonic()
-            return self.value
+        if time.monotonic() - self.at >= self.every_s and self.lock.acquire(blocking=False):
+            self.at = time.monotonic()
+            threading.Thread(target=self._refresh, name="sysinfo", daemon=True).start()
+        return self.value
+
+    def _refresh(self) -> None:
+        try:
+            self.value = {"cpu_temperature_c": cpu_temperature(), "throttled": throttled()}
+        finally:
+            self.lock.release()
 
 
 class Stats:

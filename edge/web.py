@@ -233,7 +233,7 @@ def _draw_text(bgr, text: str, x: int, y: int, color: tuple[int, int, int], scal
 
 def render(frame, regions: list, results: dict, quality: int = 80) -> bytes:
     """JPEG of the frame with each ROI's box and its current label drawn on it."""
-    rgb = frame.rgb
+    rgb = frame.snapshot  # the full-resolution image (a Pi camera's rgb is the model-size lores)
     if rgb.shape[1] > PREVIEW_WIDTH:  # a 1080p camera: a smaller preview is cheaper to encode
         h = round(rgb.shape[0] * PREVIEW_WIDTH / rgb.shape[1])
         rgb = cv2.resize(rgb, (PREVIEW_WIDTH, h), interpolation=cv2.INTER_LINEAR)

@@ -52,9 +52,13 @@ def test_unknown_label_in_a_config_is_caught_with_a_suggestion(tmp_path, model_d
 
 def test_show_and_schema(tmp_path):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("outputs:\n  - mqtt: {password: hunter2}\n")
+    cfg.write_text("source: {kind: opencv, device: 'rtsp://admin:pw1@cam/live'}\n"
+                   "outputs:\n  - mqtt: {password: hunter2}\n"
+                   "  - webhook: {url: 'https://hook.example/x', headers: {X-Api-Key: k3y}}\n")
     r = run_edge("config", "show", cfg)
-    assert r.returncode == 0 and "hunter2" not in r.stdout and "***" in r.stdout
+    assert r.returncode == 0 and "***" in r.stdout
+    assert "hunter2" not in r.stdout and "pw1" not in r.stdout and "k3y" not in r.stdout
+    assert "rtsp://***@cam/live" in r.stdout
     assert "stall_timeout_s: 5.0" in r.stdout  # defaults are filled in
     r = run_edge("config", "schema")
     assert r.returncode == 0 and '"postprocess"' in r.stdout and '"hysteresis"' in r.stdout
