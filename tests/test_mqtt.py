@@ -349,3 +349,24 @@ def test_tls_with_password_file(tls_broker, tmp_path, img):
     ob.close(timeout=1)
     with pytest.raises(ConfigError, match="cannot read"):
         Outbox([("mqtt", {**spec, "password_file": str(tmp_path / "missing")})], "d", "m")
+
+
+def test_spool_replay_rewrites_once_not_per_batch(tmp_path):
+    from edge.sinks.mqtt import Spool
+
+    path = tmp_path / "spool.jsonl"
+    spool = Spool(path, max_bytes=1 << 20)
+    for i in range(100):
+        spool.append({"topic": "t", "payload": str(i)})
+    inode = path.stat().st_ino
+    got = []
+    while spool.count:
+        batch = spool.pending()[:30]  # what one tick manages to hand to paho
+        got += [r["payload"] for r, _ in batch]
+        if len(got) < 100:
+            assert path.stat().st_ino == inode  # no rewrite while the replay is under way
+        spool.delivered(sum(n for _, n in batch), len(batch))
+    assert got == [str(i) for i in range(100)]
+    assert path.stat().st_size == 0 and path.stat().st_ino != inode  # one rewrite at the end
+    spool.append({"topic": "t", "payload": "after"})
+    assert [r["payload"] for r, _ in Spool(path, 1 << 20).pending()] == ["after"]
