@@ -5,20 +5,16 @@ The notify protocol is one datagram per message on the AF_UNIX socket named by $
 ``KEY=VALUE`` fields. It is small enough to implement here instead of adding a dependency,
 and everything is a no-op when NOTIFY_SOCKET is unset (running in a shell, in tests).
 
-API used by ``edge run`` (the pipeline loop calls the hooks; nothing here blocks):
+How ``edge run`` uses it (edge/pipeline.py, ``run_from_args`` and ``Pipeline.run``):
 
-    notifier = Notifier.from_env()           # no-op unless started by systemd (Type=notify)
-    hooks = ServiceHooks(notifier)
-    signals = install_signal_handlers()      # SIGHUP -> reload flag, SIGTERM/SIGINT -> stop
-    with PidFile(pidfile_for_run(args.pidfile)):
-        while not signals.stop.is_set():
-            ...classify one frame...
-            hooks.on_frame_classified({"fps": 29.8, "active": ["cat"]})   # or a str
-            if signals.take_reload():
-                hooks.on_reload()            # RELOADING=1 + MONOTONIC_USEC
-                ...swap config (keep the old one on error)...
-                # the next on_frame_classified() sends READY=1 again
-        hooks.on_stop()                      # STOPPING=1, then flush sinks, close camera, exit 0
+    hooks = ServiceHooks(Notifier.from_env(), status_every_s)   # no-op unless NOTIFY_SOCKET
+    signals = install_signal_handlers(on_reload=pipe.reload_event.set,
+                                      on_stop=pipe.stop_event.set)
+    with PidFile(pidfile_for_run(pidfile)):
+        pipe.run()   # per classified frame: hooks.on_frame_classified(pipe.status_text);
+                     # on the reload event: hooks.on_reload(), then swap the config;
+                     # at the end: hooks.on_stop(), flush the outputs, close the camera
+    signals.restore()
 
 Contract: READY=1 is sent with the first classified frame (not when the process starts), so
 ``systemctl start`` and ``install.sh`` return only once the camera and model really work.

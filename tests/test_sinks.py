@@ -455,3 +455,11 @@ def test_close_flushes_queued_items(tmp_path, photos):
     ob.close(timeout=10)
     assert len(read_lines(path)) == 200
     assert os.path.getsize(path) > 0
+
+
+def test_two_outputs_cannot_share_a_directory(tmp_path):
+    from edge.errors import ConfigError
+
+    specs = [("snapshot", {"dir": str(tmp_path / "s")}), ("clip", {"dir": str(tmp_path / "s")})]
+    with pytest.raises(ConfigError, match="clip and snapshot both write into"):
+        Outbox(specs, "dev", "model")

@@ -9,12 +9,14 @@ counted. A sink that hangs only ever fills its own queue.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
 from typing import Any
 
 from edge.capture.base import Frame
+from edge.errors import ConfigError
 from edge.events import Event, Result
 from edge.registry import Registry
 from edge.sinks.base import Context, Item, Sink
@@ -107,6 +109,7 @@ class Outbox:
         ctx = Context(device=device, model=model)
         self.workers: list[Worker] = []
         names: dict[str, int] = {}
+        dirs: dict[str, str] = {}  # outputs that write files into a directory with a budget
         for name, params in specs:
             if name not in registry:
                 raise ValueError(f"unknown output {name!r} (known: {', '.join(registry)})")
@@ -115,6 +118,15 @@ class Outbox:
                 params = cls.Params.model_validate(params or {})
             names[name] = names.get(name, 0) + 1
             key = name if names[name] == 1 else f"{name}{names[name]}"
+            folder = getattr(params, "dir", None)
+            if folder is not None:
+                where = os.path.realpath(folder)
+                if where in dirs:
+                    raise ConfigError(
+                        f"outputs: {key} and {dirs[where]} both write into {folder}: each "
+                        "output needs a directory of its own (their budgets would fight)"
+                    )
+                dirs[where] = key
             self.workers.append(Worker(key, cls(params, ctx), params.queue))
         self._per_frame = [w for w in self.workers if w.sink.per_frame]
         self._annotators = [
