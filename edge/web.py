@@ -35,6 +35,7 @@ from prometheus_client.core import (
 
 from edge import config as configmod
 from edge.errors import EdgeError
+from edge.overlay import draw_text
 from edge.stats import THROTTLE_BITS, Histogram
 
 log = logging.getLogger(__name__)
@@ -220,17 +221,6 @@ def status(app: App) -> dict:
 # ------------------------------------------------------------------ preview
 
 
-def _draw_text(bgr, text: str, x: int, y: int, color: tuple[int, int, int], scale: float) -> None:
-    """`text` on a dark band with its top-left at (x, y)."""
-    thick = max(1, round(scale * 2))
-    (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
-    pad = max(2, round(4 * scale))
-    y = min(max(0, y), bgr.shape[0] - h - base - 2 * pad)
-    cv2.rectangle(bgr, (x, y), (x + w + 2 * pad, y + h + base + 2 * pad), (0, 0, 0), -1)
-    cv2.putText(bgr, text, (x + pad, y + pad + h), cv2.FONT_HERSHEY_SIMPLEX, scale, color, thick,
-                cv2.LINE_AA)
-
-
 def render(frame, regions: list, results: dict, quality: int = 80) -> bytes:
     """JPEG of the frame with each ROI's box and its current label drawn on it."""
     rgb = frame.snapshot  # the full-resolution image (a Pi camera's rgb is the model-size lores)
@@ -253,9 +243,9 @@ def render(frame, regions: list, results: dict, quality: int = 80) -> bytes:
         if r and r.active:
             text += "  IN: " + ", ".join(r.active)
         if text:
-            _draw_text(bgr, text, p0[0], p0[1], color, scale)
+            draw_text(bgr, text, p0[0], p0[1], color, scale)
     stamp = time.strftime("%H:%M:%S", time.localtime(frame.ts)) + f"  #{frame.seq}"
-    _draw_text(bgr, stamp, 0, h, (230, 230, 230), scale * 0.8)
+    draw_text(bgr, stamp, 0, h, (230, 230, 230), scale * 0.8)
     _, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
     return buf.tobytes()
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 from pydantic import Field
 
+from edge.overlay import draw_text
 from edge.sinks import SINKS
 from edge.sinks.base import EventSinkParams, EventType, Item, Sink, frame_queue
 from edge.sinks.files import DiskBudget, event_filename, jpeg, make_dir, write_atomic
@@ -30,17 +31,9 @@ class SnapshotParams(EventSinkParams):
 
 
 def draw_label(bgr, text: str):
-    """`text` in white on a dark band at the top left, sized to the image."""
+    """A copy of `bgr` with `text` in white on a dark band at the top left, sized to the image."""
     out = bgr.copy()
-    scale = max(0.5, out.shape[1] / 1000)
-    thick = max(1, round(scale * 2))
-    (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
-    pad = round(6 * scale)
-    cv2.rectangle(out, (0, 0), (w + 2 * pad, h + base + 2 * pad), (0, 0, 0), -1)
-    cv2.putText(
-        out, text, (pad, pad + h), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick,
-        cv2.LINE_AA,
-    )
+    draw_text(out, text, 0, 0, (255, 255, 255), max(0.5, out.shape[1] / 1000))
     return out
 
 
