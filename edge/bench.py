@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 
 from edge.errors import EdgeError, ModelError
+from edge.model import cpu_model, invoke_times
+from edge.stats import temperatures
 
 BENCH_BACKENDS = ("litert", "tflite-runtime")  # tensorflow is skipped: too big to matter here
 
@@ -62,24 +64,6 @@ def _read(path: str) -> str | None:
         return None
 
 
-def cpu_model() -> str:
-    for line in (_read("/proc/cpuinfo") or "").splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("model name", "Model", "Hardware") and value.strip():
-            return value.strip()
-    return platform.processor() or platform.machine()
-
-
-def temperatures() -> dict[str, float]:
-    """Thermal zones in degrees C (the Pi's SoC is `cpu-thermal`)."""
-    out = {}
-    for zone in sorted(Path("/sys/class/thermal").glob("thermal_zone*")):
-        raw, kind = _read(str(zone / "temp")), _read(str(zone / "type")) or zone.name
-        if raw and raw.lstrip("-").isdigit():
-            out[kind] = int(raw) / 1000
-    return out
-
-
 def system_info() -> dict[str, Any]:
     """What the figures were measured on: they mean little without it."""
     from importlib.metadata import version
@@ -96,17 +80,6 @@ def system_info() -> dict[str, Any]:
         "numpy": np.__version__,
         "edge": version("edge-runtime"),
     }
-
-
-def sample_invokes(invoke: Callable[[], None], seconds: float, at_least: int) -> list[float]:
-    """Durations (ms) of back-to-back invokes for `seconds`, and at least `at_least` of them."""
-    times: list[float] = []
-    end = time.perf_counter() + seconds
-    while len(times) < at_least or time.perf_counter() < end:
-        t0 = time.perf_counter()
-        invoke()
-        times.append((time.perf_counter() - t0) * 1000)
-    return times
 
 
 def summarize(times_ms: list[float]) -> dict[str, Any]:
@@ -215,7 +188,7 @@ def run_bench(
     samples: dict[tuple, list[float]] = {c: [] for c in configs}
     for r in range(1, rounds + 1):
         for c in configs:
-            samples[c] += sample_invokes(models[c].interpreter.invoke, seconds / rounds,
+            samples[c] += invoke_times(models[c].interpreter.invoke, seconds / rounds,
                                          -(-MIN_INVOKES // rounds))
             say(f"round {r}/{rounds}: {_label(*c)}: p50 {np.median(samples[c]):.2f} ms "
                 f"({len(samples[c])} invokes)")

@@ -136,17 +136,24 @@ def crop_box(shape: tuple[int, ...], box: Box | None, aspect: float | None) -> t
     return slice(py0, py1), slice(px0, px1)
 
 
-def cpu_id() -> str:
-    """CPU model and core count: the key under which a thread choice stays valid."""
-    model = ""
+def cpu_model() -> str:
+    """A human name for the CPU: `model name` on x86, the board's `Model` on a Pi."""
+    fields: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key = line.split(":")[0].strip().lower()
-            if key in ("model name", "hardware", "cpu part") and not model:
-                model = line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return f"{model or os.uname().machine}/{os.cpu_count()}"
+    for key in ("model name", "Model", "Hardware", "CPU part"):
+        if fields.get(key):
+            return fields[key]
+    return os.uname().machine
+
+
+def cpu_id() -> str:
+    """CPU model and core count: the key under which a thread choice stays valid."""
+    return f"{cpu_model()}/{os.cpu_count()}"
 
 
 def cache_dir() -> Path:
@@ -345,15 +352,22 @@ def _is_quantized(interp) -> bool:
         return False
 
 
+def invoke_times(invoke, seconds: float, at_least: int = 1, at_most: int | None = None):
+    """Durations (ms) of back-to-back calls for about `seconds`: at least `at_least` of them,
+    at most `at_most`. Thread tuning and `edge bench` both time invokes with it."""
+    times: list[float] = []
+    end = time.perf_counter() + seconds
+    while len(times) < at_least or (time.perf_counter() < end
+                                     and (at_most is None or len(times) < at_most)):
+        t0 = time.perf_counter()
+        invoke()
+        times.append((time.perf_counter() - t0) * 1000)
+    return times
+
+
 def _time_invokes(interp, budget_s: float, n: int = 8) -> float:
     """Median invoke time in ms over up to `n` invokes within `budget_s`."""
-    times: list[float] = []
-    end = time.perf_counter() + budget_s
-    while len(times) < n and (not times or time.perf_counter() < end):
-        t0 = time.perf_counter()
-        interp.invoke()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)) * 1000
+    return float(np.median(invoke_times(interp.invoke, budget_s, 1, n)))
 
 
 def tune_threads(mod, human, version, path, digest, xnnpack, budget_s: float = 1.0) -> int:

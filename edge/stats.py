@@ -52,12 +52,23 @@ def _pct(values: deque, q: float) -> float | None:
     return float(np.percentile(np.fromiter(values, float), q)) if values else None
 
 
+def temperatures() -> dict[str, float]:
+    """Every thermal zone in degrees C by its type (the Pi's SoC is `cpu-thermal`)."""
+    out = {}
+    for zone in sorted(Path("/sys/class/thermal").glob("thermal_zone*")):
+        try:
+            raw = (zone / "temp").read_text().strip()
+            kind = (zone / "type").read_text().strip() or zone.name
+        except OSError:
+            continue
+        if raw.lstrip("-").isdigit():
+            out[kind] = int(raw) / 1000
+    return out
+
+
 def cpu_temperature() -> float | None:
     """SoC temperature in degrees C from the first thermal zone, when there is one."""
-    try:
-        return int(Path("/sys/class/thermal/thermal_zone0/temp").read_text()) / 1000
-    except (OSError, ValueError):
-        return None
+    return next(iter(temperatures().values()), None)
 
 
 THROTTLE_BITS = {
