@@ -48,8 +48,9 @@ def test_slow_inference_drops_frames_and_counts_them(tiny, tmp_path):
     elapsed = time.monotonic() - t0
     s = pipe.stats.snapshot()
     assert s["frames_dropped"] > 20  # far more frames came than 20 per second could take
-    # every frame is either classified, dropped, or the one left in the slot at the end
-    assert s["frames_captured"] - s["frames_classified"] - s["frames_dropped"] in (0, 1)
+    # every frame is classified or dropped, but for at most two at shutdown: the one left in
+    # the slot and one the capture thread had in hand when the slot closed
+    assert s["frames_captured"] - s["frames_classified"] - s["frames_dropped"] in (0, 1, 2)
     # max_fps is respected: 20/s over the run, give or take a frame or two of edges
     assert s["frames_classified"] <= 20 * elapsed + 2
     assert s["frames_classified"] >= 20 * 1.5 * 0.7
