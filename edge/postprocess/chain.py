@@ -35,9 +35,10 @@ class Chain:
             cur = cls.labels_out(params, cur)
         self.out_labels = cur
         self._watch = self._watched()
-        judge = next((st for st in reversed(self.stages) if st.name in DECIDING), None)
-        judged_labels = judge.labels if judge else self.out_labels
-        pos = {label: i for i, label in enumerate(judged_labels)}
+        # the last deciding stage: its labels are what Result.scores and the web bars show
+        self._judge = next((st for st in reversed(self.stages) if st.name in DECIDING), None)
+        judged_labels = self._judge.labels if self._judge else self.out_labels
+        self._judged_pos = pos = {label: i for i, label in enumerate(judged_labels)}
         names = [label for label in self._watch if label in pos]
         self._watch = {label: self._watch[label] for label in names}  # none filtered out later
         self._watch_names = names
@@ -69,14 +70,12 @@ class Chain:
     def levels_of(self, labels: list[str]) -> dict[str, dict]:
         """Enter/exit levels the last deciding stage applies to any labels (e.g. the current
         top ones, when the config names none), so the web page can mark them too."""
-        judge = next((st for st in reversed(self.stages) if st.name in DECIDING), None)
-        if judge is None:
+        if self._judge is None:
             return {}
-        pos = {label: i for i, label in enumerate(judge.labels)}
         out = {}
         for label in labels:
-            if label in pos:
-                lv = judge.level_of(pos[label])
+            if label in self._judged_pos:
+                lv = self._judge.level_of(self._judged_pos[label])
                 if np.isfinite(lv["enter"]):
                     out[label] = lv
         return out
