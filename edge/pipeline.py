@@ -217,7 +217,6 @@ class Pipeline:
         self.outbox.start()
         self._start_capture()
         deadline = time.monotonic() + duration if duration else None
-        min_period = 1.0 / self.cfg.inference.max_fps if self.cfg.inference.max_fps else 0.0
         next_due = 0.0
         done = 0
         self._config_path = config_path
@@ -232,10 +231,10 @@ class Pipeline:
                     if self.hooks:
                         self.hooks.on_reload()
                     self.reload(config_path)
-                    min_period = (1.0 / self.cfg.inference.max_fps
-                                  if self.cfg.inference.max_fps else 0.0)
                 if deadline and time.monotonic() >= deadline:
                     break
+                max_fps = self.cfg.inference.max_fps  # read each time: a reload may change it
+                min_period = 1.0 / max_fps if max_fps else 0.0
                 if min_period:
                     wait = next_due - time.monotonic()
                     if wait > 0 and self.stop_event.wait(wait):
