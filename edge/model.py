@@ -194,6 +194,11 @@ class Model:
         self.mean, self.std = self._normalization()
         self.lut = input_lut(dtype, self.input_quant, self.mean, self.std)
         self.scratch = np.empty((shape[1], shape[2], 3), np.uint8)
+        self.crop_aspect = shape[2] / shape[1] if self.resize == "crop" else None
+        # INTER_LINEAR_EXACT: bilinear in fixed point, bit-identical on x86 and aarch64 (plain
+        # INTER_LINEAR is off by one on most pixels between the two with OpenCV 5), so a Pi
+        # gives the answers the tests saw here; it costs ~0.2 ms more per 640x480 frame.
+        self.interp = cv2.INTER_AREA if self.resize == "area" else cv2.INTER_LINEAR_EXACT
         self.output_quant = tuple(out["quantization"])
         self.output_size = int(np.prod(out["shape"]))
         self.ends_in_softmax = self._ends_in_softmax()
@@ -257,14 +262,8 @@ class Model:
 
     def preprocess(self, rgb: np.ndarray, roi: Box | None = None) -> None:
         """Resize (and crop) `rgb` into the scratch buffer, then LUT it into the input tensor."""
-        aspect = self.input_size[0] / self.input_size[1] if self.resize == "crop" else None
-        ys, xs = crop_box(rgb.shape, roi, aspect)
-        src = rgb[ys, xs]
-        # INTER_LINEAR_EXACT: bilinear in fixed point, bit-identical on x86 and aarch64 (plain
-        # INTER_LINEAR is off by one on most pixels between the two with OpenCV 5), so a Pi
-        # gives the answers the tests saw here; it costs ~0.2 ms more per 640x480 frame.
-        interp = cv2.INTER_AREA if self.resize == "area" else cv2.INTER_LINEAR_EXACT
-        cv2.resize(src, self.input_size, dst=self.scratch, interpolation=interp)
+        ys, xs = crop_box(rgb.shape, roi, self.crop_aspect)
+        cv2.resize(rgb[ys, xs], self.input_size, dst=self.scratch, interpolation=self.interp)
         view = self.interpreter.tensor(self.input_index)()
         cv2.LUT(self.scratch, self.lut, dst=view[0])
         del view  # the interpreter refuses to invoke while a view of its memory is alive
