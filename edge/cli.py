@@ -183,32 +183,19 @@ def _config_setup(p: argparse.ArgumentParser) -> None:
 def validate_file(path: str, check_model: bool = True):
     """Load a config and, when its model is at hand, check its label names against it."""
     from edge import catalog, config
+    from edge.model import read_labels
 
     cfg = config.load(path)
     if check_model:
         try:
             model_path = catalog.resolve(cfg.model.path)
             labels_file = cfg.model.labels or catalog.labels_for(cfg.model.path)
-            labels = _labels_only(model_path, labels_file)
+            labels = read_labels(model_path, labels_file)
         except EdgeError as e:
             log.warning("labels not checked: %s", e)
             return cfg
         config.check_labels(cfg, labels, path)
     return cfg
-
-
-def _labels_only(model_path: Path, labels_file) -> list[str]:
-    from edge.metadata import read_metadata
-    from edge.model import check_model_file, load_labels, select_backend
-
-    buf = check_model_file(Path(model_path))
-    _, mod, _, _ = select_backend("auto")
-    interp = mod.Interpreter(model_path=str(model_path))
-    n_out = 1
-    for d in interp.get_output_details()[0]["shape"]:
-        n_out *= int(d)
-    lf = Path(labels_file) if labels_file else None
-    return load_labels(lf, buf, read_metadata(buf), n_out, Path(model_path))
 
 
 @command("config", "validate a config, show the effective one, print the schema", _config_setup)

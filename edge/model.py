@@ -432,6 +432,16 @@ def load_labels(path: Path | None, buf: bytes, md: Metadata, n_out: int, model: 
     return fit_labels(parse_labels(text), n_out, f"{model}:{name}")
 
 
+def read_labels(path: str | Path, labels: str | Path | None = None) -> list[str]:
+    """The labels a model answers with, without tuning it for inference (config checks)."""
+    path = Path(path)
+    buf = check_model_file(path)
+    _, mod, human, _ = select_backend("auto")
+    interp = _make_interpreter(mod, human, path, 1, True)
+    n_out = int(np.prod(interp.get_output_details()[0]["shape"]))
+    return load_labels(Path(labels) if labels else None, buf, read_metadata(buf), n_out, path)
+
+
 def load_model(
     path: str | Path,
     labels: str | Path | None = None,
