@@ -6,6 +6,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -47,3 +48,13 @@ def backend_name() -> str:
     from edge.model import select_backend
 
     return select_backend("auto")[0]
+
+
+def wait_for(pred, timeout: float = 5.0, every: float = 0.01) -> bool:
+    """Poll `pred` until it is true (True) or `timeout` seconds pass (False)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(every)
+    return False

@@ -16,6 +16,7 @@ import cv2
 import fake_picamera2
 import numpy as np
 import pytest
+from helpers import wait_for
 
 from edge.capture import CaptureThread, LatestFrame, apply_source, open_source, parse_source
 from edge.capture.auto import detect
@@ -56,15 +57,6 @@ def collect(slot: LatestFrame, n: int | None = None, timeout: float = 10.0) -> l
         elif slot.closed:
             break
     return frames
-
-
-def wait_for(pred, timeout: float = 5.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 class Wrapped:

@@ -12,7 +12,7 @@ import time
 
 import cv2
 from conftest import DEFAULT_MODEL, IMAGES, QAT_MODEL, TINY_MODEL
-from helpers import REPO
+from helpers import REPO, wait_for
 
 from edge import config
 from edge.capture.base import Frame
@@ -54,12 +54,7 @@ class Reader:
             self.log.append(line.rstrip())
 
     def wait_for(self, pred, timeout: float = 20.0) -> bool:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if pred():
-                return True
-            time.sleep(0.05)
-        return False
+        return wait_for(pred, timeout, every=0.05)
 
     def events(self) -> list[dict]:
         return [x["event"] for x in self.lines if "event" in x]
