@@ -160,8 +160,6 @@ class Outbox:
         them, for the web page and `edge run --json`.
         """
         dicts = self.event_dicts(events, frame) if events else []
-        if not self.workers:
-            return dicts
         for w in self.workers if events else self._per_frame:
             item = w.sink.offer(result, dicts, frame)
             if item is not None:
