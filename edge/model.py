@@ -260,13 +260,25 @@ class Model:
             "resize": self.resize,
         }
 
+    def fit(self, rgb: np.ndarray, roi: Box | None = None,
+            dst: np.ndarray | None = None) -> np.ndarray:
+        """Crop `roi` (and to the model's aspect with `crop`) and resize to the input size.
+
+        Safe to call from another thread with `dst=None` (a new array): the capture thread
+        does this for the next frame while the current one is being classified.
+        """
+        ys, xs = crop_box(rgb.shape, roi, self.crop_aspect)
+        return cv2.resize(rgb[ys, xs], self.input_size, dst=dst, interpolation=self.interp)
+
+    def set_input(self, fitted: np.ndarray) -> None:
+        """Map an image of the input size through the LUT straight into the input tensor."""
+        view = self.interpreter.tensor(self.input_index)()
+        cv2.LUT(fitted, self.lut, dst=view[0])
+        del view  # the interpreter refuses to invoke while a view of its memory is alive
+
     def preprocess(self, rgb: np.ndarray, roi: Box | None = None) -> None:
         """Resize (and crop) `rgb` into the scratch buffer, then LUT it into the input tensor."""
-        ys, xs = crop_box(rgb.shape, roi, self.crop_aspect)
-        cv2.resize(rgb[ys, xs], self.input_size, dst=self.scratch, interpolation=self.interp)
-        view = self.interpreter.tensor(self.input_index)()
-        cv2.LUT(self.scratch, self.lut, dst=view[0])
-        del view  # the interpreter refuses to invoke while a view of its memory is alive
+        self.set_input(self.fit(rgb, roi, dst=self.scratch))
 
     def invoke(self) -> None:
         t0 = time.perf_counter()
@@ -287,8 +299,13 @@ class Model:
             x = e / e.sum()
         return x
 
-    def classify(self, rgb: np.ndarray, roi: Box | None = None) -> np.ndarray:
-        self.preprocess(rgb, roi)
+    def classify(self, rgb: np.ndarray, roi: Box | None = None,
+                 fitted: np.ndarray | None = None) -> np.ndarray:
+        """Scores for `rgb` (or for `fitted`, the output of `fit` made beforehand)."""
+        if fitted is not None:
+            self.set_input(fitted)
+        else:
+            self.preprocess(rgb, roi)
         self.invoke()
         return self.scores()
 

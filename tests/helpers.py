@@ -30,6 +30,20 @@ def rgb(path: Path) -> np.ndarray:
     return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
 
 
+def avi_jpegs(path: Path) -> list[bytes]:
+    """The JPEG of every frame of an MJPG .avi, read from its RIFF '00dc' chunks (not OpenCV)."""
+    data = Path(path).read_bytes()
+    movi = data.index(b"movi")
+    frames, i = [], movi + 4
+    while (i := data.find(b"00dc", i)) != -1:
+        size = struct.unpack_from("<I", data, i + 4)[0]
+        chunk = data[i + 8 : i + 8 + size]
+        if chunk[:2] == b"\xff\xd8":
+            frames.append(chunk)
+        i += 8 + size + (size & 1)
+    return frames
+
+
 def patch_input_channels(model: Path, out: Path, channels: int) -> Path:
     """Copy a real model with its input tensor's last dimension rewritten (e.g. to 1)."""
     buf = bytearray(model.read_bytes())

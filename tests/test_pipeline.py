@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import DEFAULT_MODEL, IMAGES, TINY_MODEL
-from helpers import run_edge
+from helpers import avi_jpegs, run_edge
 
 from edge import config
 from edge.model import load_model
@@ -71,27 +71,22 @@ def test_no_drop_results_equal_classify(tmp_path, demo_clip):
     """Every frame of the clip, in order, scored exactly as `edge classify` scores it."""
     frames = tmp_path / "frames"
     frames.mkdir()
-    cap = cv2.VideoCapture(str(demo_clip))
-    n = 0
-    while True:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        if n % 5 == 0:  # a sample of the frames keeps the test quick
-            cv2.imwrite(str(frames / f"f{n:04d}.png"), bgr)  # PNG: lossless
-        n += 1
+    jpegs = avi_jpegs(demo_clip)  # the clip's frames as the JPEG files they are inside the AVI
+    n = len(jpegs)
+    for i in range(0, n, 5):  # a sample of the frames keeps the test quick
+        (frames / f"f{i:04d}.jpg").write_bytes(jpegs[i])
     cfg = _cfg(tmp_path, "model: {threads: 1}\nweb: {enabled: false}\npostprocess: []\n")
     r = run_edge("run", "--source", demo_clip, "--model", DEFAULT_MODEL, "--no-drop", "--json",
                  "--config", cfg)
     assert r.returncode == 0, r.stderr
     results = [json.loads(ln)["result"] for ln in r.stdout.splitlines() if '"result"' in ln]
     assert [x["seq"] for x in results] == list(range(n))
-    pngs = sorted(frames.iterdir())
-    c = run_edge("classify", *pngs, "--model", DEFAULT_MODEL, "--json", "--threads", "1")
+    files = sorted(frames.iterdir())
+    c = run_edge("classify", *files, "--model", DEFAULT_MODEL, "--json", "--threads", "1")
     assert c.returncode == 0, c.stderr
-    for line, png in zip(c.stdout.splitlines(), pngs, strict=True):
+    for line, file in zip(c.stdout.splitlines(), files, strict=True):
         want = [t for t in json.loads(line)["top"] if t["score"] > 0]  # the chain omits zeros
-        got = results[int(png.stem[1:])]["top"]
+        got = results[int(file.stem[1:])]["top"]
         assert [t["label"] for t in got] == [t["label"] for t in want]
         assert [t["score"] for t in got] == pytest.approx([t["score"] for t in want], abs=1e-4)
 
@@ -161,3 +156,33 @@ outputs: []
     assert left.active == ["Egyptian cat"] and right.active == ["chickadee"]  # own chain state
     events = {(e["roi"], e["label"]) for _, e in pipe.live.events}
     assert events == {("left", "Egyptian cat"), ("right", "chickadee")}
+
+
+def test_inputs_resized_by_the_capture_thread_are_used_only_if_current(tiny, tmp_path):
+    """The loop uses the model input the capture thread made, unless a reload replaced its maker."""
+    from edge.capture.base import Frame
+
+    cat = cv2.cvtColor(cv2.imread(str(IMAGES / "cat.bmp")), cv2.COLOR_BGR2RGB)
+    bird = cv2.cvtColor(cv2.imread(str(IMAGES / "bird.bmp")), cv2.COLOR_BGR2RGB)
+    path = _cfg(tmp_path, f"postprocess: []\nsource: {{kind: files, path: '{IMAGES}'}}\n")
+    pipe = Pipeline(config.load(path), tiny)
+    by_rgb = {name: tiny.top(tiny.classify(img), 1)[0] for name, img in (("cat", cat),
+                                                                           ("bird", bird))}
+    assert by_rgb["cat"][0] != by_rgb["bird"][0]
+
+    frame = Frame(0, 0.0, 0.0, cat)
+    pipe.prepare(frame)
+    assert frame.inputs[0] is pipe.prepare and frame.inputs[1][0].shape == (128, 128, 3)
+    (result, _), = pipe.classify(frame)
+    assert result.top[0] == pytest.approx(by_rgb["cat"])  # same as resizing in the loop
+
+    frame.inputs = (pipe.prepare, [tiny.fit(bird)])  # proof the prepared input is what runs
+    (result, _), = pipe.classify(frame)
+    assert result.top[0] == pytest.approx(by_rgb["bird"])
+
+    old = pipe.prepare
+    assert pipe.reload(path)  # a new chain and a new maker: inputs made before are not trusted
+    assert pipe.prepare is not old
+    frame.inputs = (old, [tiny.fit(bird)])
+    (result, _), = pipe.classify(frame)
+    assert result.top[0] == pytest.approx(by_rgb["cat"])

@@ -26,6 +26,9 @@ class Frame:
     mono: float  # time.monotonic() at capture, for latency
     rgb: np.ndarray  # HxWx3 uint8 RGB image to classify (may be a low-res stream)
     full: np.ndarray | None = None  # full-resolution RGB for snapshots; None: same as rgb
+    # (who made them, model inputs per region) when the capture thread already resized the
+    # frame for inference; the maker is checked, so a reload never uses stale inputs
+    inputs: tuple[object, list[np.ndarray]] | None = None
 
     @property
     def snapshot(self) -> np.ndarray:

@@ -6,6 +6,12 @@ one. An unplugged USB camera is known to keep returning its last frame from `rea
 caught by comparing a cheap fingerprint of consecutive frames (`stale_frames`). Streams get
 FFmpeg open/read timeouts equal to the stall timeout, so a dead server raises instead of
 hanging. Video files are finite (or loop) and, with `realtime`, are paced to their own fps.
+
+Reading is split in two, as OpenCV's own grab()/retrieve(): `grab` takes the next frame off
+the camera or file without decoding it, `retrieve` decodes the last one grabbed, so the
+capture thread only decodes the frames inference will use. MJPG video files go one step
+further: their packets are read raw and decoded by libjpeg straight to RGB (no BGR frame, no
+colour conversion: 0.3 ms less per 640x480 frame here, and a grab that costs nothing).
 """
 
 from __future__ import annotations
@@ -72,6 +78,8 @@ class OpenCVSource:
         self.stale = StaleCheck(cfg.stale_frames)
         self.pacer: Pacer | None = None
         self.frames = 0
+        self.raw = False  # MJPG packets read undecoded (video files only)
+        self._grabbed: np.ndarray | None = None  # the raw packet of the last grab
 
     def _capture(self) -> cv2.VideoCapture:
         cfg = self.cfg
@@ -111,6 +119,8 @@ class OpenCVSource:
         if self.kind == "file" and self.cfg.realtime:
             fps = cap.get(cv2.CAP_PROP_FPS)
             self.pacer = Pacer(fps if 0 < fps <= 1000 and not math.isnan(fps) else self.cfg.fps)
+        if self.kind == "file":
+            self.raw = _raw_mjpg(cap)
         if self.kind == "camera":
             got = (
                 int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
@@ -119,35 +129,64 @@ class OpenCVSource:
             )
             log.info("%s: opened at %dx%d, %.1f fps", self.name, *got)
 
-    def _grab(self) -> np.ndarray | None:
-        ok, bgr = self.cap.read()
-        if ok:
-            return bgr
-        if self.kind == "file" and self.cfg.loop and self.frames:
-            self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-            ok, bgr = self.cap.read()
-            if ok:
-                return bgr
-            raise SourceError(f"{self.device}: cannot read the first frame again to loop")
-        return None
+    def _next(self) -> bool:
+        if self.raw:
+            ok, self._grabbed = self.cap.read()
+            return ok
+        return self.cap.grab()
 
-    def read(self) -> tuple[np.ndarray, None] | None:
+    def grab(self) -> bool | None:
+        """Take the next frame without decoding it; None at the end of a file or stream."""
         if self.cap is None:
             raise SourceError(f"{self.name}: not open")
-        bgr = self._grab()
-        if bgr is None:
+        ok = self._next()
+        if not ok and self.kind == "file" and self.cfg.loop and self.frames:
+            self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            if not self._next():
+                raise SourceError(f"{self.device}: cannot read the first frame again to loop")
+            ok = True
+        if not ok:
             if self.kind == "camera":
                 raise SourceError(f"{self.device}: read failed (camera unplugged?)")
             return None  # end of the file (or of the stream: the capture thread reconnects)
-        if self.check_stale and self.stale.stale(bgr):
+        self.frames += 1
+        return True
+
+    def retrieve(self) -> tuple[np.ndarray, None]:
+        """Decode the frame of the last `grab` to RGB."""
+        if self.raw:
+            img = cv2.imdecode(self._grabbed, cv2.IMREAD_COLOR_RGB)
+        else:
+            ok, img = self.cap.retrieve()
+            img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=img) if ok else None
+        if img is None:
+            raise SourceError(f"{self.device}: cannot decode frame {self.frames}")
+        if self.check_stale and self.stale.stale(img):
             raise SourceError(
                 f"{self.device}: stall: {self.stale.count} identical frames in a row "
                 "(camera unplugged or frozen)"
             )
-        self.frames += 1
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=bgr), None
+        return img, None
+
+    def read(self) -> tuple[np.ndarray, None] | None:
+        return self.retrieve() if self.grab() else None
 
     def close(self) -> None:
+        self._grabbed = None
         if self.cap is not None:
             self.cap.release()
             self.cap = None
+
+
+def _raw_mjpg(cap: cv2.VideoCapture) -> bool:
+    """Switch an MJPG file to raw packets if its first packet is a JPEG; rewinds either way."""
+    fourcc = int(cap.get(cv2.CAP_PROP_FOURCC))
+    if fourcc != cv2.VideoWriter_fourcc(*"MJPG") or not cap.set(cv2.CAP_PROP_FORMAT, -1):
+        return False
+    ok, packet = cap.read()
+    raw = bool(ok) and packet is not None and packet.size > 2 and packet.ravel()[:2].tolist() == [
+        0xFF, 0xD8]
+    if not raw:
+        cap.set(cv2.CAP_PROP_FORMAT, 0)
+    cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+    return raw

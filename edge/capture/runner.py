@@ -4,6 +4,14 @@ The slot holds at most one frame: a newer frame replaces an unread one (counted 
 so the inference loop always gets the freshest image and no queue can build up. The no-drop
 mode makes `put` wait for the consumer instead, for deterministic offline evaluation.
 
+Frames are decoded just in time. The slot learns how long the consumer spends on a frame, so
+the capture thread can tell when it will next want one: a source that can grab a frame without
+decoding it (OpenCV) only decodes, and the pipeline's `prepare` only resizes, the frame that
+inference will take; frames grabbed while inference is busy are dropped undecoded (on a Pi
+with a 30 fps camera and a 10 fps model that saves two decodes in three). In no-drop mode the
+next frame is read so that it is ready as the current invoke ends, not one invoke early: the
+overlap is the same, the frame's latency is not.
+
 `CaptureThread` is a small supervisor. Each connection runs in its own reader thread (open,
 then read in a loop, straight into the slot: no hand-off per frame). The supervisor only wakes
 a few times per stall timeout to check the reader's progress: a reader stuck inside `open()`
@@ -40,6 +48,9 @@ class LatestFrame:
         self._cond = threading.Condition()
         self._frame: Frame | None = None
         self._closed = False
+        self._waiting = False  # the consumer is blocked in get()
+        self._took: float | None = None  # when the consumer last took a frame (monotonic)
+        self.busy_s = 0.0  # moving average of its time from taking a frame to asking again
 
     def put(self, frame: Frame) -> bool:
         """Offer a frame; False when the slot is closed (the frame is discarded)."""
@@ -55,16 +66,33 @@ class LatestFrame:
             self._cond.notify_all()
             return True
 
-    def wait_empty(self) -> bool:
-        """Block until the consumer took the frame in the slot; False once closed.
+    def wanted_in(self) -> float:
+        """Seconds until the consumer is expected to ask for a frame: 0 while it is waiting,
+        negative when it is later than expected (busy with something else)."""
+        if self._waiting or self._took is None:
+            return 0.0
+        return self._took + self.busy_s - time.monotonic()
 
-        In no-drop mode the capture thread waits here *before* reading the next frame, so it
-        decodes exactly one frame ahead of inference: full overlap, one frame of latency.
+    @property
+    def full(self) -> bool:
+        return self._frame is not None
+
+    def wait_wanted(self, lead: float) -> bool:
+        """No-drop: block until the slot is empty and a frame is wanted within `lead` seconds.
+
+        The capture thread waits here *before* reading the next frame, so it reads one frame
+        ahead of inference and has it ready as the current invoke ends. False once closed.
         """
         with self._cond:
-            while self._frame is not None and not self._closed:
-                self._cond.wait()
-            return not self._closed
+            while not self._closed:
+                if self._frame is None:
+                    wait = self.wanted_in() - lead
+                    if wait <= 0:
+                        return True
+                    self._cond.wait(wait)  # get() notifies: a consumer early is not kept waiting
+                else:
+                    self._cond.wait()
+            return False
 
     def get(self, timeout: float | None = None) -> Frame | None:
         """The newest frame, waiting up to `timeout`; None on timeout or once closed and empty.
@@ -72,11 +100,20 @@ class LatestFrame:
         After None, `closed` tells the two apart: closed means the source is finished.
         """
         with self._cond:
+            if self._took is not None:  # how long the consumer worked on the last frame
+                busy = time.monotonic() - self._took
+                self.busy_s = busy if not self.busy_s else 0.8 * self.busy_s + 0.2 * busy
+                self._took = None
             if self._frame is None and not self._closed:
-                self._cond.wait_for(lambda: self._frame is not None or self._closed, timeout)
-            frame, self._frame = self._frame, None
-            if frame is not None and self.no_drop:
+                self._waiting = True
                 self._cond.notify_all()
+                self._cond.wait_for(lambda: self._frame is not None or self._closed, timeout)
+                self._waiting = False
+            frame, self._frame = self._frame, None
+            if frame is not None:
+                self._took = time.monotonic()
+                if self.no_drop:
+                    self._cond.notify_all()
             return frame
 
     def close(self) -> None:
@@ -125,6 +162,10 @@ class CaptureThread:
         self.cfg = cfg
         self.name = name
         self.error: str | None = None  # the last failure, for callers and status pages
+        # Work done on each delivered frame in this thread (the pipeline's resize to the model
+        # input), so inference finds it done; swapped by a reload, read once per frame.
+        self.prepare: Callable[[Frame], None] | None = None
+        self.decode_s = 0.0  # moving average of decode + prepare time, for the just-in-time lead
         self._seq = 0
         self._stop = threading.Event()
         self._conn: _Connection | None = None
@@ -232,28 +273,51 @@ class CaptureThread:
             source.open()
             conn.doing = "read"
             live = source.live
+            two_phase = hasattr(source, "grab") and hasattr(source, "retrieve")
+            slot = self.slot
+            last_grab: float | None = None
+            period = 0.0  # moving average of the time between frames, for the drop decision
             while conn.current and not self._stop.is_set():
-                if self.slot.no_drop and not self.slot.wait_empty():
+                if slot.no_drop and not slot.wait_wanted(self._lead()):
                     break
-                conn.busy_since = time.monotonic()
-                out = source.read()
+                conn.busy_since = start = time.monotonic()
+                got = source.grab() if two_phase else source.read()
                 conn.busy_since = None
                 if not conn.current:
                     break
                 pacer = getattr(source, "pacer", None)  # file sources played like a camera
-                if out is not None and pacer is not None:
+                if got is not None and pacer is not None:
                     pacer.wait(self._stop)
-                if out is None:
+                    start = None
+                if got is None:
                     conn.outcome = ("error", "stream ended") if live else ("ended", None)
                     break
                 mono = time.monotonic()
-                frame = Frame(self._seq, time.time(), mono, out[0], out[1])
+                seq, ts = self._seq, time.time()
                 self._seq += 1
                 self.stats.frame_captured(mono)
                 if not conn.frames:
                     self._set_state("running")
                 conn.frames += 1
-                if not self.slot.put(frame):
+                if last_grab is not None:
+                    gap = mono - last_grab
+                    period = gap if not period else 0.9 * period + 0.1 * gap
+                last_grab = mono
+                if two_phase and not slot.no_drop and self._skip(period):
+                    self.stats.frame_dropped()
+                    continue
+                conn.busy_since = t0 = time.monotonic()
+                if slot.no_drop and start is not None:
+                    t0 = start  # the lead in no-drop mode covers the whole read
+                out = source.retrieve() if two_phase else got
+                frame = Frame(seq, ts, mono, out[0], out[1])
+                prepare = self.prepare
+                if prepare is not None:
+                    prepare(frame)
+                conn.busy_since = None
+                took = time.monotonic() - t0
+                self.decode_s = took if not self.decode_s else 0.9 * self.decode_s + 0.1 * took
+                if not slot.put(frame):
                     break
         except (SourceError, EdgeError) as e:
             conn.outcome = self._failure(conn, source, str(e))
@@ -268,6 +332,21 @@ class CaptureThread:
                 except Exception as e:
                     log.warning("closing %s failed: %s", getattr(source, "name", "source"), e)
             conn.done.set()
+
+    def _skip(self, period: float) -> bool:
+        """Drop mode: whether to pass over the frame just grabbed without decoding it.
+
+        Yes if inference will not want a frame before the next one arrives and is decoded (a
+        later frame serves it better), or if it will want one sooner than this one could be
+        decoded while a decoded frame waits in the slot (it will take that one). A consumer
+        late by more than a frame (held up by a reload) gets fresh frames again.
+        """
+        wanted, lead = self.slot.wanted_in(), self._lead()
+        return wanted > period + lead or (self.slot.full and -period < wanted < lead)
+
+    def _lead(self) -> float:
+        """How early to start decoding a frame so it is ready when inference asks for it."""
+        return 1.5 * self.decode_s + 0.001
 
     @staticmethod
     def _failure(conn: _Connection, source: Source | None, msg: str) -> tuple[str, str]:
