@@ -193,6 +193,9 @@ class Model:
         self.input_quant = tuple(inp["quantization"])
         self.mean, self.std = self._normalization()
         self.lut = input_lut(dtype, self.input_quant, self.mean, self.std)
+        # A uint8 model whose quantization is the pixel range itself needs no mapping: the
+        # resized pixels go into the input tensor as they are (saves the LUT pass per frame).
+        self.lut_is_identity = bool(np.array_equal(self.lut, np.arange(256)))
         self.scratch = np.empty((shape[1], shape[2], 3), np.uint8)
         self.crop_aspect = shape[2] / shape[1] if self.resize == "crop" else None
         # INTER_LINEAR_EXACT: bilinear in fixed point, bit-identical on x86 and aarch64 (plain
@@ -273,12 +276,21 @@ class Model:
     def set_input(self, fitted: np.ndarray) -> None:
         """Map an image of the input size through the LUT straight into the input tensor."""
         view = self.interpreter.tensor(self.input_index)()
-        cv2.LUT(fitted, self.lut, dst=view[0])
+        if self.lut_is_identity:
+            np.copyto(view[0], fitted)
+        else:
+            cv2.LUT(fitted, self.lut, dst=view[0])
         del view  # the interpreter refuses to invoke while a view of its memory is alive
 
     def preprocess(self, rgb: np.ndarray, roi: Box | None = None) -> None:
-        """Resize (and crop) `rgb` into the scratch buffer, then LUT it into the input tensor."""
-        self.set_input(self.fit(rgb, roi, dst=self.scratch))
+        """Resize (and crop) `rgb` into the input tensor, through the scratch buffer and the
+        LUT unless the pixels need no mapping."""
+        if self.lut_is_identity:
+            view = self.interpreter.tensor(self.input_index)()
+            self.fit(rgb, roi, dst=view[0])
+            del view
+        else:
+            self.set_input(self.fit(rgb, roi, dst=self.scratch))
 
     def invoke(self) -> None:
         t0 = time.perf_counter()

@@ -101,14 +101,20 @@ def test_metadata_normalization_and_lut(default_model):
     assert f32[0] == -1.0 and f32[255] == 1.0
 
 
-def test_preprocess_writes_into_the_input_tensor(default_model):
-    m = default_model
+@pytest.mark.parametrize("name", ["tf2_ptq", "quant"])
+def test_preprocess_writes_into_the_input_tensor(assets, name):
+    """Resized pixels reach the tensor through the LUT, or as they are when it maps p to p
+    (the default model's input quantization is the pixel range: scale 1/127.5, zero 127)."""
+    m = engine.load_model(DEFAULT_MODEL if name.startswith("tf2") else QAT_MODEL, threads=1)
+    assert m.lut_is_identity == (name.startswith("tf2"))
     img = rgb(IMAGES / "grace_hopper.bmp")
     scratch_id = id(m.scratch)
-    m.preprocess(img)
     expect = cv2.resize(img, (224, 224), interpolation=cv2.INTER_LINEAR_EXACT)
-    got = m.interpreter.get_tensor(m.input_index)[0]
-    assert np.array_equal(got, m.lut[expect])
+    for load in (lambda: m.preprocess(img), lambda: m.set_input(m.fit(img))):
+        m.interpreter.set_tensor(m.input_index, np.zeros((1, 224, 224, 3), np.uint8))
+        load()
+        got = m.interpreter.get_tensor(m.input_index)[0]
+        assert np.array_equal(got, m.lut[expect])
     assert id(m.scratch) == scratch_id
 
 
