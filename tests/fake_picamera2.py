@@ -136,6 +136,7 @@ class CompletedRequest:
     def make_buffer(self, name):
         if self.buffers is None:
             raise RuntimeError("request used after release")
+        self.picam2.fake_copies += 1
         if self.config.get(name) is None:
             raise RuntimeError(f"Stream {name!r} is not defined")
         return np.frombuffer(self.buffers[name], np.uint8).copy()
@@ -192,6 +193,7 @@ class Picamera2:
         self.fake_calls: list[str] = []
         self.fake_stalled = False
         self.fake_delivered = 0
+        self.fake_copies = 0  # make_array/make_buffer calls: copies out of DMA buffers
         self.fake_released = 0
 
     # ---------------------------------------------------------------- configuration

@@ -633,3 +633,25 @@ def test_a_slow_pace_is_not_a_stall(images):
     assert stats.reconnects == 0 and stats.source_state != "reconnecting"
     first, second = (rgb_of(p) for p in sorted(images.iterdir())[:2])  # the folder advances
     assert np.array_equal(frames[0].rgb, first) and np.array_equal(frames[1].rgb, second)
+
+
+def test_picamera2_frames_inference_will_not_take_are_released_uncopied(picam):
+    """30 fps camera, 10 fps inference: most requests go back to the camera without a copy."""
+    mod = picam("VC4")
+    cfg = SourceConfig(kind="picamera2", fps=30, stall_timeout_s=2.0)
+    stats = Stats()
+    slot = LatestFrame(stats)
+    cap = CaptureThread(lambda: open_source(cfg, MODEL_SIZE), slot, stats, cfg).start()
+    got = []
+    end = time.monotonic() + 1.5
+    while time.monotonic() < end:
+        f = slot.get(1)
+        if f is not None:
+            got.append(f)
+            time.sleep(0.1)
+    cap.stop()
+    cam = mod.Picamera2.fake_instances[0]
+    assert cam.fake_outstanding() == 0 and cam.fake_delivered == cam.fake_released
+    assert cam.fake_delivered >= 35 and 10 <= len(got) <= 16
+    assert cam.fake_copies <= 2 * (len(got) + 3)  # lores + main, for the frames taken only
+    assert all(f.rgb.shape == (224, 224, 3) and f.full.shape == (480, 640, 3) for f in got)

@@ -43,6 +43,11 @@ class Source(Protocol):
     failure, and should not block much longer than the configured stall timeout (the capture
     thread's watchdog abandons a read that does). open, read and close are always called from
     the same thread.
+
+    A source may also split `read` in two, and the capture thread then uses the split to
+    decode only the frames inference will take: `grab()` takes the next frame without decoding
+    it (True, or None at the end, like read), `retrieve()` decodes the last one grabbed, and
+    an optional `drop()` lets it go undecoded.
     """
 
     name: str

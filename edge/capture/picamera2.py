@@ -9,8 +9,12 @@ can give RGB directly.
 picamera2 names 24-bit formats by libcamera's (DRM) convention: its "RGB888" has bytes B,G,R
 and "BGR888" has bytes R,G,B. We want R,G,B, so both RGB streams are requested as "BGR888".
 
-Every request is released in a `finally` as soon as its arrays are copied out (a held request
-pins a DMA buffer, and long capture loops that leak them run the camera dry). Captures use
+Reading is split in two like the OpenCV source's: `grab` takes the next completed request,
+`retrieve` copies its arrays out, `drop` lets it go uncopied, so frames inference will not use
+cost no copy and no YUV conversion. The capture thread calls one of the two right after
+`grab`; every request is released in a `finally` as soon as its arrays are copied out (a held
+request pins a DMA buffer, and long capture loops that leak them run the camera dry). Captures
+use
 `wait=` so a stalled camera raises instead of hanging; after a timeout the pending capture job
 is cancelled so it cannot grab (and leak) a request later.
 
@@ -100,6 +104,7 @@ class Picamera2Source:
         self.cam = None
         self.lores_format = "YUV420"
         self.lores_width = self.model_size[0]
+        self._request = None  # the grabbed request, held until retrieve() or drop()
 
     def _lores_format(self, pisp: bool) -> str:
         fmt = self.cfg.lores_format
@@ -147,17 +152,26 @@ class Picamera2Source:
             lores["size"], self.lores_format, "Pi 5 / PiSP" if is_pisp(picam_cls) else "VC4",
         )  # fmt: skip
 
-    def read(self) -> tuple[np.ndarray, np.ndarray]:
+    def grab(self) -> bool:
+        """Wait (at most the stall timeout) for the next frame and hold its request."""
         if self.cam is None:
             raise SourceError(f"{self.name}: not open")
+        self.drop()
         timeout = self.cfg.stall_timeout_s
         try:
-            request = self.cam.capture_request(wait=timeout)
+            self._request = self.cam.capture_request(wait=timeout)
         except concurrent.futures.TimeoutError:
             self.cam.cancel_all_and_flush()  # else the queued job takes a request nobody frees
             raise SourceError(f"{self.name}: stall: no frame within {timeout:g} s") from None
         except RuntimeError as e:
             raise SourceError(f"{self.name}: capture failed ({e})") from None
+        return True
+
+    def retrieve(self) -> tuple[np.ndarray, np.ndarray]:
+        """Copy the grabbed frame out (lores as RGB, main) and release its request."""
+        request, self._request = self._request, None
+        if request is None:
+            raise SourceError(f"{self.name}: retrieve without a grab")
         try:
             lores = request.make_array("lores")  # make_array copies out of the DMA buffer
             full = request.make_array("main")
@@ -167,7 +181,21 @@ class Picamera2Source:
             return yuv420_to_rgb(lores, self.lores_width), full
         return lores, full
 
+    def drop(self) -> None:
+        """Release the grabbed frame without copying it."""
+        request, self._request = self._request, None
+        if request is not None:
+            request.release()
+
+    def read(self) -> tuple[np.ndarray, np.ndarray]:
+        self.grab()
+        return self.retrieve()
+
     def close(self) -> None:
+        try:
+            self.drop()
+        except Exception as e:  # a camera gone wrong: still stop and close it below
+            log.warning("%s: releasing the last request failed: %s", self.name, e)
         cam, self.cam = self.cam, None
         if cam is None:
             return

@@ -6,9 +6,10 @@ mode makes `put` wait for the consumer instead, for deterministic offline evalua
 
 Frames are decoded just in time. The slot learns how long the consumer spends on a frame, so
 the capture thread can tell when it will next want one: a source that can grab a frame without
-decoding it (OpenCV) only decodes, and the pipeline's `prepare` only resizes, the frame that
-inference will take; frames grabbed while inference is busy are dropped undecoded (on a Pi
-with a 30 fps camera and a 10 fps model that saves two decodes in three). In no-drop mode the
+decoding it (OpenCV, picamera2) only decodes (or copies out), and the pipeline's `prepare`
+only resizes, the frames inference will take; frames grabbed while inference is busy are
+dropped undecoded (on a Pi with a 30 fps camera and a 10 fps model that saves two decodes in
+three). In no-drop mode the
 next frame is read so that it is ready as the current invoke ends, not one invoke early: the
 overlap is the same, the frame's latency is not.
 
@@ -304,6 +305,9 @@ class CaptureThread:
                     period = gap if not period else 0.9 * period + 0.1 * gap
                 last_grab = mono
                 if two_phase and not slot.no_drop and self._skip(period):
+                    drop = getattr(source, "drop", None)
+                    if drop is not None:
+                        drop()  # e.g. give a camera buffer back at once
                     self.stats.frame_dropped()
                     continue
                 conn.busy_since = t0 = time.monotonic()
