@@ -66,6 +66,14 @@ def _file_stamp(path: str | None) -> tuple | None:
     return (st.st_mtime_ns, st.st_size) if st else None
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (a systemd CPUAffinity= or taskset counts)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def region_image(frame: Frame, box) -> Any:
     """The image a region is cut from: the full-resolution one when the source has one (a Pi
     camera's lores stream is already at the model's size: too coarse to crop)."""
@@ -82,6 +90,10 @@ class Prepare:
 
     model: Any
     boxes: tuple
+
+    @classmethod
+    def of(cls, model, regions: list[Region]) -> Prepare:
+        return cls(model, tuple(r.box for r in regions))
 
     def __call__(self, frame: Frame) -> None:
         frame.inputs = (self, [self.model.fit(region_image(frame, b), b) for b in self.boxes])
@@ -144,7 +156,7 @@ class Pipeline:
         self.stop_event = threading.Event()
         self.reload_event = threading.Event()
         self.regions = make_regions(cfg, model.labels, model.name)
-        self.prepare = Prepare(model, tuple(r.box for r in self.regions))
+        self.prepare = Prepare.of(model, self.regions)
         self.slot = LatestFrame(self.stats, no_drop=no_drop)
         self.capture = None
         self.outbox = None
@@ -159,8 +171,14 @@ class Pipeline:
         open_source(src_cfg, size)  # settings that can never work fail now, not in a retry loop
         self.capture = CaptureThread(lambda: open_source(src_cfg, size), self.slot, self.stats,
                                      src_cfg)
-        self.capture.prepare = self.prepare
+        self._tune_capture()
         self.capture.start()
+
+    def _tune_capture(self) -> None:
+        """What the capture thread does for the current model: its resize, and whether it may
+        decode beside an invoke (only when inference leaves a core free)."""
+        self.capture.prepare = self.prepare
+        self.capture.overlap = self.model.threads < usable_cores()
 
     def _make_outbox(self, cfg, model):
         """The outputs a config names, built (and checked) but not started."""
@@ -202,9 +220,9 @@ class Pipeline:
             if r.name in old:
                 r.chain.carry_over(old[r.name])
         self.cfg, self.model, self.regions = new, model, regions
-        self.prepare = Prepare(model, tuple(r.box for r in regions))
+        self.prepare = Prepare.of(model, regions)
         if self.capture is not None:
-            self.capture.prepare = self.prepare
+            self._tune_capture()
         self.stats.extra["model"] = model.info
         if self.printer is not None:
             self.printer.events = not logs_events_to_stdout(new)

@@ -186,3 +186,17 @@ def test_inputs_resized_by_the_capture_thread_are_used_only_if_current(tiny, tmp
     frame.inputs = (old, [tiny.fit(bird)])
     (result, _), = pipe.classify(frame)
     assert result.top[0] == pytest.approx(by_rgb["cat"])
+
+
+@pytest.mark.parametrize("cores, overlap", [(1, False), (4, True)])
+def test_capture_decodes_beside_the_invoke_only_with_a_core_to_spare(tiny, monkeypatch, cores,
+                                                                     overlap):
+    import edge.pipeline
+
+    monkeypatch.setattr(edge.pipeline, "usable_cores", lambda: cores)
+    cfg = make_cfg(kind="files", path=str(IMAGES), realtime=False)
+    pipe = Pipeline(cfg, tiny, no_drop=True)  # tiny runs 1 interpreter thread
+    pipe.run(max_frames=3)
+    assert pipe.capture.overlap is overlap
+    assert (pipe.capture._lead() > 0) is overlap  # no lead: read when the loop asks
+    assert pipe.stats.classified == 3

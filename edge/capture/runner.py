@@ -167,6 +167,10 @@ class CaptureThread:
         # input), so inference finds it done; swapped by a reload, read once per frame.
         self.prepare: Callable[[Frame], None] | None = None
         self.decode_s = 0.0  # moving average of decode + prepare time, for the just-in-time lead
+        # False when inference's threads take every core: decoding beside an invoke then only
+        # preempts one of its workers (the others wait for it), so frames are read between
+        # invokes instead, as soon as the consumer asks.
+        self.overlap = True
         self._seq = 0
         self._stop = threading.Event()
         self._conn: _Connection | None = None
@@ -350,7 +354,7 @@ class CaptureThread:
 
     def _lead(self) -> float:
         """How early to start decoding a frame so it is ready when inference asks for it."""
-        return 1.5 * self.decode_s + 0.001
+        return 1.5 * self.decode_s + 0.001 if self.overlap else 0.0
 
     @staticmethod
     def _failure(conn: _Connection, source: Source | None, msg: str) -> tuple[str, str]:
