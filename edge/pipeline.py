@@ -1,10 +1,12 @@
 """The main job: capture thread -> latest-frame slot -> inference loop -> chains -> outbox.
 
 The capture thread never waits for inference: a newer frame replaces an unread one (counted as
-dropped), so latency stays one frame deep however slow the model is. The loop preprocesses
-straight into the interpreter's input buffer, runs one chain per region of interest, and hands
-results to the outbox, whose sinks run in their own threads. Reloads swap chains between two
-frames; the camera is reopened only when the source section changed.
+dropped), so latency stays one frame deep however slow the model is. It decodes a frame just
+before inference will want it and resizes it to the model's input there (`Prepare`), so the
+loop only writes the pixels into the interpreter's input buffer, invokes, runs one chain per
+region of interest, and hands results to the outbox, whose sinks run in their own threads.
+Reloads swap chains between two frames; the camera is reopened only when the source section
+changed.
 """
 
 from __future__ import annotations
