@@ -117,6 +117,14 @@ def input_lut(dtype: np.dtype, quant: tuple[float, int], mean: float, std: float
     return np.clip(q, info.min, info.max).astype(dtype)
 
 
+def lut_is_identity(lut: np.ndarray) -> bool:
+    """True when the LUT maps uint8 pixel p to uint8 p: the pixels can be used as they are.
+
+    A float LUT with the same values is not: its tensor needs the conversion to float.
+    """
+    return lut.dtype == np.uint8 and bool(np.array_equal(lut, np.arange(256)))
+
+
 def crop_box(shape: tuple[int, ...], box: Box | None, aspect: float | None) -> tuple[slice, slice]:
     """Pixel slices of a normalized box, optionally centre-cropped to `aspect` (w/h)."""
     h, w = shape[:2]
@@ -195,7 +203,7 @@ class Model:
         self.lut = input_lut(dtype, self.input_quant, self.mean, self.std)
         # A uint8 model whose quantization is the pixel range itself needs no mapping: the
         # resized pixels go into the input tensor as they are (saves the LUT pass per frame).
-        self.lut_is_identity = bool(np.array_equal(self.lut, np.arange(256)))
+        self.lut_is_identity = lut_is_identity(self.lut)
         self.scratch = np.empty((shape[1], shape[2], 3), np.uint8)
         self.crop_aspect = shape[2] / shape[1] if self.resize == "crop" else None
         # INTER_LINEAR_EXACT: bilinear in fixed point, bit-identical on x86 and aarch64 (plain

@@ -215,6 +215,57 @@ def test_stale_frames_are_a_stall(tmp_path, images, demo_clip):
     assert sum(1 for _ in iter(ok.read, None)) == 60
 
 
+def test_stale_frames_count_the_frames_passed_over_undecoded(tmp_path, images):
+    """A slow model decodes one frame in 5: the limit is still in camera frames."""
+    still = make_clip(tmp_path / "still.avi", images, names=("cat.bmp",), frames_per_image=40)
+    src = OpenCVSource(video_cfg(still, stale_frames=20), check_stale=True)
+    src.open()
+    decoded = 0
+    with pytest.raises(SourceError, match="identical frames"):
+        while decoded < 8:
+            for _ in range(5):
+                assert src.grab()
+            src.retrieve()
+            decoded += 1
+    src.close()
+    assert decoded == 4  # 1 + 5 + 5 + 5 >= 20 camera frames: at the 5th decode, not the 20th
+
+
+def test_frames_stay_fresh_while_inference_is_away(demo_clip):
+    """Before the first take, and when the loop is held up (a reload), frames keep coming."""
+    cfg = video_cfg(demo_clip, realtime=True, loop=True)
+    stats = Stats()
+    slot = LatestFrame(stats)
+    cap = CaptureThread(lambda: open_source(cfg, MODEL_SIZE), slot, stats, cfg).start()
+    for _ in range(3):
+        time.sleep(0.6)  # away: not inside get()
+        f = slot.get(1)
+        assert f is not None and time.monotonic() - f.mono < 0.2, "a stale frame was kept"
+        time.sleep(0.05)
+        slot.get(1)
+    cap.stop()
+
+
+def test_a_frame_that_fails_to_decode_is_counted_as_dropped(tmp_path, demo_clip):
+    data = bytearray(demo_clip.read_bytes())
+    jpegs = avi_jpegs(demo_clip)
+    bad = jpegs[10]  # the first frame of the second photo (frames 0-9 show the first)
+    assert bad != jpegs[9]
+    at = data.index(bad)
+    data[at + 2 : at + len(bad)] = b"\x00" * (len(bad) - 2)  # SOI kept, the rest zeroed
+    broken = tmp_path / "broken.avi"
+    broken.write_bytes(bytes(data))
+    cfg = video_cfg(broken)
+    stats = Stats()
+    slot = LatestFrame(stats, no_drop=True)
+    cap = CaptureThread(lambda: open_source(cfg, MODEL_SIZE), slot, stats, cfg).start()
+    frames = collect(slot)
+    cap.join(2)
+    assert [f.seq for f in frames] == list(range(10)) and cap.state == "failed"
+    assert "cannot decode frame 11" in cap.error  # (counted from 1)
+    assert stats.captured == len(frames) + stats.dropped  # the broken frame: dropped
+
+
 @pytest.fixture
 def http_dir(tmp_path):
     """A local HTTP server over tmp_path: (base URL, server)."""
@@ -648,10 +699,12 @@ def test_picamera2_frames_inference_will_not_take_are_released_uncopied(picam):
         f = slot.get(1)
         if f is not None:
             got.append(f)
-            time.sleep(0.1)
+            time.sleep(0.2)  # inference at 5 fps: it takes one frame in six
     cap.stop()
     cam = mod.Picamera2.fake_instances[0]
     assert cam.fake_outstanding() == 0 and cam.fake_delivered == cam.fake_released
-    assert cam.fake_delivered >= 35 and 10 <= len(got) <= 16
-    assert cam.fake_copies <= 2 * (len(got) + 3)  # lores + main, for the frames taken only
+    assert cam.fake_delivered >= 35 and 5 <= len(got) <= 9
+    # two copies (lores, main) per frame copied out: far fewer than the frames delivered,
+    # where copying every frame would make twice as many (a margin for a loaded machine)
+    assert cam.fake_copies <= cam.fake_delivered
     assert all(f.rgb.shape == (224, 224, 3) and f.full.shape == (480, 640, 3) for f in got)

@@ -98,6 +98,12 @@ def test_metadata_normalization_and_lut(default_model):
     int8 = engine.input_lut(np.dtype(np.int8), (1 / 127.5, -1), 127.5, 127.5)
     assert int8[0] == -128 and int8[255] == 127
     f32 = engine.input_lut(np.dtype(np.float32), (0.0, 0), 127.5, 127.5)
+    # only a uint8 p -> p table lets pixels go into the tensor as they are
+    assert engine.lut_is_identity(engine.input_lut(np.dtype(np.uint8), (1 / 127.5, 127), 127.5,
+                                                   127.5))
+    raw_f32 = engine.input_lut(np.dtype(np.float32), (0.0, 0), 0.0, 1.0)
+    assert np.array_equal(raw_f32, np.arange(256)) and not engine.lut_is_identity(raw_f32)
+    assert not engine.lut_is_identity(int8)
     assert f32[0] == -1.0 and f32[255] == 1.0
 
 

@@ -8,10 +8,12 @@ FFmpeg open/read timeouts equal to the stall timeout, so a dead server raises in
 hanging. Video files are finite (or loop) and, with `realtime`, are paced to their own fps.
 
 Reading is split in two, as OpenCV's own grab()/retrieve(): `grab` takes the next frame off
-the camera or file without decoding it, `retrieve` decodes the last one grabbed, so the
-capture thread only decodes the frames inference will use. MJPG video files go one step
-further: their packets are read raw and decoded by libjpeg straight to RGB (no BGR frame, no
-colour conversion: 0.3 ms less per 640x480 frame here, and a grab that costs nothing).
+the camera or file, `retrieve` decodes the last one grabbed, so the capture thread only
+decodes the frames inference will use. For a V4L2 camera a grab only dequeues the driver's
+buffer (the MJPG decode is in retrieve); FFmpeg (streams, video files) decodes in grab and
+only converts the colours in retrieve, except for MJPG video files: their packets are read raw
+and decoded by libjpeg straight to RGB (no BGR frame, no colour conversion: 0.3 ms less per
+640x480 frame here, and a grab that costs nothing).
 """
 
 from __future__ import annotations
@@ -56,11 +58,13 @@ class StaleCheck:
         self.last: int | None = None
         self.count = 0
 
-    def stale(self, img: np.ndarray) -> bool:
+    def stale(self, img: np.ndarray, frames: int = 1) -> bool:
+        """`frames`: camera frames since the last image checked (those passed over undecoded
+        count too: a camera whose every decoded frame is the same is frozen in between)."""
         if not self.limit:
             return False
         key = fingerprint(img)
-        self.count = self.count + 1 if key == self.last else 1
+        self.count = self.count + frames if key == self.last else 1
         self.last = key
         return self.count >= self.limit
 
@@ -80,6 +84,7 @@ class OpenCVSource:
         self.frames = 0
         self.raw = False  # MJPG packets read undecoded (video files only)
         self._grabbed: np.ndarray | None = None  # the raw packet of the last grab
+        self._grabs = 0  # frames grabbed since the last retrieve
 
     def _capture(self) -> cv2.VideoCapture:
         cfg = self.cfg
@@ -150,6 +155,7 @@ class OpenCVSource:
                 raise SourceError(f"{self.device}: read failed (camera unplugged?)")
             return None  # end of the file (or of the stream: the capture thread reconnects)
         self.frames += 1
+        self._grabs += 1
         return True
 
     def retrieve(self) -> tuple[np.ndarray, None]:
@@ -161,7 +167,8 @@ class OpenCVSource:
             img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=img) if ok else None
         if img is None:
             raise SourceError(f"{self.device}: cannot decode frame {self.frames}")
-        if self.check_stale and self.stale.stale(img):
+        grabs, self._grabs = self._grabs, 0
+        if self.check_stale and self.stale.stale(img, grabs):
             raise SourceError(
                 f"{self.device}: stall: {self.stale.count} identical frames in a row "
                 "(camera unplugged or frozen)"
@@ -181,8 +188,9 @@ class OpenCVSource:
 def _raw_mjpg(cap: cv2.VideoCapture) -> bool:
     """Switch an MJPG file to raw packets if its first packet is a JPEG; rewinds either way."""
     fourcc = int(cap.get(cv2.CAP_PROP_FOURCC))
-    if fourcc != cv2.VideoWriter_fourcc(*"MJPG") or not cap.set(cv2.CAP_PROP_FORMAT, -1):
-        return False
+    if (fourcc != cv2.VideoWriter_fourcc(*"MJPG") or not hasattr(cv2, "IMREAD_COLOR_RGB")
+            or not cap.set(cv2.CAP_PROP_FORMAT, -1)):
+        return False  # (IMREAD_COLOR_RGB: OpenCV 4.11 and later)
     ok, packet = cap.read()
     raw = bool(ok) and packet is not None and packet.size > 2 and packet.ravel()[:2].tolist() == [
         0xFF, 0xD8]

@@ -25,6 +25,7 @@ logged once per change.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -69,10 +70,12 @@ class LatestFrame:
 
     def wanted_in(self) -> float:
         """Seconds until the consumer is expected to ask for a frame: 0 while it is waiting,
-        negative when it is later than expected (busy with something else)."""
-        if self._waiting or self._took is None:
+        negative when it is later than expected, -inf when there is nothing to expect from
+        (no frame taken yet, or its last wait timed out): then any frame should be fresh."""
+        if self._waiting:
             return 0.0
-        return self._took + self.busy_s - time.monotonic()
+        took = self._took  # one read: get() may clear it meanwhile
+        return -math.inf if took is None else took + self.busy_s - time.monotonic()
 
     @property
     def full(self) -> bool:
@@ -136,6 +139,7 @@ class _Connection:
         self.busy_since: float | None = None  # monotonic start of the open()/read() in progress
         self.doing = "open"
         self.frames = 0
+        self.in_hand = False
         self.outcome: tuple[str, str | None] = ("stopped", None)
         self.done = threading.Event()
         self.thread: threading.Thread | None = None
@@ -301,6 +305,7 @@ class CaptureThread:
                 seq, ts = self._seq, time.time()
                 self._seq += 1
                 self.stats.frame_captured(mono)
+                conn.in_hand = True  # captured, not yet delivered or dropped
                 if not conn.frames:
                     self._set_state("running")
                 conn.frames += 1
@@ -313,6 +318,7 @@ class CaptureThread:
                     if drop is not None:
                         drop()  # e.g. give a camera buffer back at once
                     self.stats.frame_dropped()
+                    conn.in_hand = False
                     continue
                 conn.busy_since = t0 = time.monotonic()
                 if slot.no_drop and start is not None:
@@ -323,8 +329,11 @@ class CaptureThread:
                 if prepare is not None:
                     prepare(frame)
                 conn.busy_since = None
+                if not conn.current:  # abandoned meanwhile: a newer reader owns the slot
+                    break
                 took = time.monotonic() - t0
                 self.decode_s = took if not self.decode_s else 0.9 * self.decode_s + 0.1 * took
+                conn.in_hand = False
                 if not slot.put(frame):
                     break
         except (SourceError, EdgeError) as e:
@@ -334,6 +343,8 @@ class CaptureThread:
             conn.outcome = self._failure(conn, source, f"{type(e).__name__}: {e}")
         finally:
             conn.busy_since = None
+            if conn.in_hand:  # a frame counted as captured that will never be delivered
+                self.stats.frame_dropped()
             if source is not None:
                 try:
                     source.close()
