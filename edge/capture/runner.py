@@ -9,9 +9,8 @@ the capture thread can tell when it will next want one: a source that can grab a
 decoding it (OpenCV, picamera2) only decodes (or copies out), and the pipeline's `prepare`
 only resizes, the frames inference will take; frames grabbed while inference is busy are
 dropped undecoded (on a Pi with a 30 fps camera and a 10 fps model that saves two decodes in
-three). In no-drop mode the
-next frame is read so that it is ready as the current invoke ends, not one invoke early: the
-overlap is the same, the frame's latency is not.
+three). In no-drop mode the next frame is read so that it is ready as the current invoke ends,
+not one invoke early: the overlap is the same, the frame's latency is not.
 
 `CaptureThread` is a small supervisor. Each connection runs in its own reader thread (open,
 then read in a loop, straight into the slot: no hand-off per frame). The supervisor only wakes
@@ -39,6 +38,11 @@ log = logging.getLogger(__name__)
 
 MAX_STUCK = 2  # abandoned readers still inside a call before we stop making new ones
 WATCHDOG_MARGIN = 1.5  # x stall_timeout_s before a call that has not returned is abandoned
+
+
+def moving_average(avg: float, x: float, weight: float) -> float:
+    """Exponential moving average; the first sample (avg 0) starts it."""
+    return (1 - weight) * avg + weight * x if avg else x
 
 
 class LatestFrame:
@@ -106,7 +110,7 @@ class LatestFrame:
         with self._cond:
             if self._took is not None:  # how long the consumer worked on the last frame
                 busy = time.monotonic() - self._took
-                self.busy_s = busy if not self.busy_s else 0.8 * self.busy_s + 0.2 * busy
+                self.busy_s = moving_average(self.busy_s, busy, 0.2)
                 self._took = None
             if self._frame is None and not self._closed:
                 self._waiting = True
@@ -311,7 +315,7 @@ class CaptureThread:
                 conn.frames += 1
                 if last_grab is not None:
                     gap = mono - last_grab
-                    period = gap if not period else 0.9 * period + 0.1 * gap
+                    period = moving_average(period, gap, 0.1)
                 last_grab = mono
                 if two_phase and not slot.no_drop and self._skip(period):
                     drop = getattr(source, "drop", None)
@@ -332,7 +336,7 @@ class CaptureThread:
                 if not conn.current:  # abandoned meanwhile: a newer reader owns the slot
                     break
                 took = time.monotonic() - t0
-                self.decode_s = took if not self.decode_s else 0.9 * self.decode_s + 0.1 * took
+                self.decode_s = moving_average(self.decode_s, took, 0.1)
                 conn.in_hand = False
                 if not slot.put(frame):
                     break
