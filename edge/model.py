@@ -291,14 +291,8 @@ class Model:
         del view  # the interpreter refuses to invoke while a view of its memory is alive
 
     def preprocess(self, rgb: np.ndarray, roi: Box | None = None) -> None:
-        """Resize (and crop) `rgb` into the input tensor, through the scratch buffer and the
-        LUT unless the pixels need no mapping."""
-        if self.lut_is_identity:
-            view = self.interpreter.tensor(self.input_index)()
-            self.fit(rgb, roi, dst=view[0])
-            del view
-        else:
-            self.set_input(self.fit(rgb, roi, dst=self.scratch))
+        """Resize (and crop) `rgb` into the scratch buffer, then into the input tensor."""
+        self.set_input(self.fit(rgb, roi, dst=self.scratch))
 
     def invoke(self) -> None:
         t0 = time.perf_counter()
