@@ -194,6 +194,9 @@ def test_format_status():
 
 def test_signal_handlers_set_flags():
     woken = []
+    signums = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
+    # what was there before (SIGINT is SIG_IGN, not Python's handler, under `cmd &` or nohup)
+    before = {s: signal.getsignal(s) for s in signums}
     flags = install_signal_handlers(on_reload=lambda: woken.append("hup"))
     try:
         assert not flags.take_reload()
@@ -210,7 +213,7 @@ def test_signal_handlers_set_flags():
         assert flags.stop.wait(1)
     finally:
         flags.restore()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert all(signal.getsignal(s) is before[s] for s in signums)
 
 
 def test_pidfile_locations(tmp_path):
