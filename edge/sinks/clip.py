@@ -20,9 +20,7 @@ from pydantic import Field
 
 from edge.sinks import SINKS
 from edge.sinks.base import EventSinkParams, EventType, Item, Sink, frame_queue
-from edge.sinks.files import DiskBudget, event_filename, jpeg, make_dir
-
-MB = 1024 * 1024
+from edge.sinks.files import MB, DiskBudget, event_filename, jpeg, make_dir
 
 
 class ClipParams(EventSinkParams):

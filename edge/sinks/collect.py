@@ -10,9 +10,7 @@ from pydantic import Field, model_validator
 from edge.events import iso_time
 from edge.sinks import SINKS
 from edge.sinks.base import Item, Sink, SinkParams, frame_queue
-from edge.sinks.files import DiskBudget, jpeg, make_dir, slug, write_atomic
-
-MB = 1024 * 1024
+from edge.sinks.files import MB, DiskBudget, jpeg, make_dir, slug, write_atomic
 
 
 class CollectParams(SinkParams):

@@ -14,6 +14,7 @@ import numpy as np
 
 from edge.errors import ConfigError
 
+MB = 1024 * 1024  # the unit of every *_mb option
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 

@@ -12,7 +12,7 @@ from pydantic import Field
 from edge.errors import ConfigError
 from edge.sinks import SINKS
 from edge.sinks.base import EventSinkParams, Item, Sink
-from edge.sinks.files import LineFile, make_dir
+from edge.sinks.files import MB, LineFile, make_dir
 
 
 class JsonlParams(EventSinkParams):
@@ -57,7 +57,7 @@ class JsonlSink(Sink):
             raise ConfigError(
                 f"outputs.jsonl.path: cannot open {self.path} ({e.strerror})"
             ) from None
-        self.max_bytes = int(params.max_mb * 1024 * 1024)
+        self.max_bytes = int(params.max_mb * MB)
         self.rotations = 0
         self.state = "ok"
 

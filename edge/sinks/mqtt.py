@@ -25,10 +25,9 @@ from edge.config import read_secret
 from edge.errors import ConfigError
 from edge.sinks import SINKS
 from edge.sinks.base import EventSinkParams, Item, Sink
-from edge.sinks.files import LineFile, make_dir, slug, state_dir
+from edge.sinks.files import MB, LineFile, make_dir, slug, state_dir
 
 log = logging.getLogger(__name__)
-MB = 1024 * 1024
 
 
 class MqttParams(EventSinkParams):

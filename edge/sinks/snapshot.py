@@ -11,9 +11,7 @@ from pydantic import Field
 from edge.overlay import draw_text
 from edge.sinks import SINKS
 from edge.sinks.base import EventSinkParams, EventType, Item, Sink, frame_queue
-from edge.sinks.files import DiskBudget, event_filename, jpeg, make_dir, write_atomic
-
-MB = 1024 * 1024
+from edge.sinks.files import MB, DiskBudget, event_filename, jpeg, make_dir, write_atomic
 
 
 class SnapshotParams(EventSinkParams):
