@@ -36,6 +36,7 @@ from prometheus_client.core import (
 from edge import config as configmod
 from edge.errors import EdgeError
 from edge.overlay import draw_text
+from edge.sinks.files import jpeg, scale_to_width
 from edge.stats import THROTTLE_BITS, Histogram
 
 log = logging.getLogger(__name__)
@@ -223,10 +224,9 @@ def status(app: App) -> dict:
 
 def render(frame, regions: list, results: dict, quality: int = 80) -> bytes:
     """JPEG of the frame with each ROI's box and its current label drawn on it."""
-    rgb = frame.snapshot  # the full-resolution image (a Pi camera's rgb is the model-size lores)
-    if rgb.shape[1] > PREVIEW_WIDTH:  # a 1080p camera: a smaller preview is cheaper to encode
-        h = round(rgb.shape[0] * PREVIEW_WIDTH / rgb.shape[1])
-        rgb = cv2.resize(rgb, (PREVIEW_WIDTH, h), interpolation=cv2.INTER_LINEAR)
+    # the full-resolution image (a Pi camera's rgb is the model-size lores), scaled down for a
+    # 1080p camera: a smaller preview is cheaper to encode
+    rgb = scale_to_width(frame.snapshot, PREVIEW_WIDTH, cv2.INTER_LINEAR)
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)  # a copy: the frame itself stays untouched
     h, w = bgr.shape[:2]
     scale = max(0.4, w / 1100)
@@ -246,8 +246,7 @@ def render(frame, regions: list, results: dict, quality: int = 80) -> bytes:
             draw_text(bgr, text, p0[0], p0[1], color, scale)
     stamp = time.strftime("%H:%M:%S", time.localtime(frame.ts)) + f"  #{frame.seq}"
     draw_text(bgr, stamp, 0, h, (230, 230, 230), scale * 0.8)
-    _, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    return buf.tobytes()
+    return jpeg(bgr, quality)
 
 
 class Preview:

@@ -20,7 +20,7 @@ from pydantic import Field
 
 from edge.sinks import SINKS
 from edge.sinks.base import EventSinkParams, EventType, Item, Sink, frame_queue
-from edge.sinks.files import MB, DiskBudget, event_filename, jpeg, make_dir
+from edge.sinks.files import MB, DiskBudget, event_filename, jpeg, make_dir, scale_to_width
 
 
 class ClipParams(EventSinkParams):
@@ -127,10 +127,7 @@ class ClipSink(Sink):
 
     # -- worker ------------------------------------------------------------------------------
     def _encode(self, rgb: np.ndarray) -> bytes:
-        w = self.params.width
-        if w and rgb.shape[1] > w:
-            h = round(rgb.shape[0] * w / rgb.shape[1])
-            rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+        rgb = scale_to_width(rgb, self.params.width)
         return jpeg(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), self.params.quality)
 
     def _held(self) -> int:

@@ -69,6 +69,14 @@ def write_atomic(path: Path, data: bytes, fsync: bool = False) -> None:
     os.replace(tmp, path)
 
 
+def scale_to_width(img: np.ndarray, width: int, interpolation: int = cv2.INTER_AREA) -> np.ndarray:
+    """`img` scaled down to `width`, aspect kept; as it is when narrower already (or width 0)."""
+    if not width or img.shape[1] <= width:
+        return img
+    h = round(img.shape[0] * width / img.shape[1])
+    return cv2.resize(img, (width, h), interpolation=interpolation)
+
+
 def jpeg(bgr: np.ndarray, quality: int) -> bytes:
     ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
