@@ -40,8 +40,8 @@ class Threshold(Stage):
 
     def __init__(self, params, labels: list[str]) -> None:
         self.params, self.labels = params, labels
-        self.thr = per_label(params.default, params.per_label, labels)
         self.thr64 = per_label(params.default, params.per_label, labels, np.float64)  # reports
+        self.thr = self.thr64.astype(np.float32)
         self.counts = self.thr > 0  # a 0 threshold passes everything without making it active
 
     def levels(self) -> dict[str, dict]:
