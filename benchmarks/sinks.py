@@ -110,10 +110,10 @@ def measure(model, cfg_data: dict, seconds: float) -> dict:
     runner = threading.Thread(target=pipe.run, daemon=True)
     runner.start()
     time.sleep(1.0)  # warm-up: capture thread running, first clips opened
-    n0, t0, c0 = pipe.stats.snapshot()["frames_classified"], time.perf_counter(), 0.0
+    n0, t0, c0 = pipe.stats.summary()["frames_classified"], time.perf_counter(), 0.0
     c0, p0 = thread_cpu_s(runner.native_id), len(pipe.publish_s)
     time.sleep(seconds)
-    n1, t1 = pipe.stats.snapshot()["frames_classified"], time.perf_counter()
+    n1, t1 = pipe.stats.summary()["frames_classified"], time.perf_counter()
     c1, pub = thread_cpu_s(runner.native_id), pipe.publish_s[p0:]
     sinks = pipe.outbox.sink_stats()
     pipe.stop_event.set()

@@ -71,7 +71,7 @@ postprocess:
     samples = []
     while runner.is_alive():
         runner.join(args.every)
-        s = pipe.stats.snapshot()
+        s = pipe.stats.summary()
         samples.append(rss_mb())
         print(f"t={time.monotonic() - t0:7.0f}s  RSS {samples[-1]:6.1f} MB  "
               f"classified {s['frames_classified']}  dropped {s['frames_dropped']}  "

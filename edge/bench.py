@@ -114,7 +114,7 @@ def time_sequential(model, clip: Path, seconds: float) -> dict[str, Any]:
                 if not ok:
                     raise EdgeError(f"{clip}: no decodable frames in the --source video")
             decode_s += time.perf_counter() - t0
-            model.preprocess(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            model.set_input(model.input(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
             model.invoke()
             frames += 1
     finally:
@@ -140,7 +140,7 @@ def time_pipeline(model, clip: Path, seconds: float) -> dict[str, Any]:
     t0 = time.perf_counter()
     pipe.run(duration=seconds)
     elapsed = time.perf_counter() - t0
-    frames = pipe.stats.snapshot()["frames_classified"]
+    frames = pipe.stats.summary()["frames_classified"]
     if not frames:
         raise EdgeError(f"{clip}: the pipeline classified no frames (see the log above)")
     return {"pipeline_fps": round(frames / elapsed, 1), "frames": frames}
@@ -150,7 +150,7 @@ def _fill_input(model) -> None:
     """Feed a fixed pseudo-random image through the real preprocessing, once."""
     w, h = model.input_size
     rgb = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
-    model.preprocess(rgb)
+    model.set_input(model.input(rgb))
 
 
 def _label(backend: str, xnnpack: bool, threads: int) -> str:

@@ -7,14 +7,14 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
-import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge.atomic import replacing
 from edge.errors import EdgeError
+from edge.paths import model_dir
 
 _CORAL = "https://github.com/google-coral/test_data/raw/104342d2d3480b3e66203073dac24f4e2dbb4c41/"
 
@@ -67,22 +67,6 @@ CATALOG = {
 DEFAULT_MODEL = "mobilenet_v2_int8"
 
 
-def model_dir() -> Path:
-    """EDGE_MODEL_DIR, else the service's state dir, else /var/lib/edge/models if writable,
-    else the user's data dir."""
-    if env := os.environ.get("EDGE_MODEL_DIR"):
-        return Path(env)
-    if state := os.environ.get("STATE_DIRECTORY"):
-        return Path(state.split(":")[0]) / "models"
-    system = Path("/var/lib/edge/models")
-    if system.is_dir() and os.access(system, os.W_OK | os.R_OK):
-        return system
-    if system.is_dir() and not os.access(system, os.W_OK) and os.access(system, os.R_OK):
-        return system
-    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(data) / "edge" / "models"
-
-
 def resolve(name_or_path: str) -> Path:
     """A config's model.path: an existing file, or a catalog name/file in the model dir."""
     p = Path(name_or_path).expanduser()
@@ -130,33 +114,22 @@ def _progress(done: int, total: int | None, name: str) -> None:
     sys.stderr.flush()
 
 
-def _install(src_open, file: str, sha256: str, dest_dir: Path, total: int | None = None) -> Path:
-    """Stream into a temp file in dest_dir, verify the digest, then rename into place."""
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    final = dest_dir / file
-    if final.exists() and _sha256(final) == sha256:
-        return final
-    fd, tmp = tempfile.mkstemp(prefix=f".{file}.", dir=dest_dir)
+def _install(src, file: str, sha256: str, final: Path, total: int | None = None) -> Path:
+    """Stream `src` into a temp file beside `final`, verify the digest, then rename."""
+    final.parent.mkdir(parents=True, exist_ok=True)
     h = hashlib.sha256()
     done = 0
-    try:
-        with os.fdopen(fd, "wb") as out, src_open() as src:
-            while chunk := src.read(1 << 16):
-                out.write(chunk)
-                h.update(chunk)
-                done += len(chunk)
-                _progress(done, total, file)
-            out.flush()
-            os.fsync(out.fileno())
+    with replacing(final, fsync=True) as tmp, open(tmp, "wb") as out:
+        while chunk := src.read(1 << 16):
+            out.write(chunk)
+            h.update(chunk)
+            done += len(chunk)
+            _progress(done, total, file)
         if h.hexdigest() != sha256:
             raise EdgeError(
                 f"{file}: sha256 {h.hexdigest()} does not match the pinned {sha256}; "
                 "the download is corrupt or the source changed (nothing was installed)"
             )
-        os.replace(tmp, final)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return final
 
 
@@ -167,25 +140,28 @@ def fetch(name: str, source_dir: Path | None = None, dest_dir: Path | None = Non
     m = CATALOG[name]
     dest = dest_dir or model_dir()
     files = [(m.file, m.sha256)] + ([(m.labels, m.labels_sha256)] if m.labels else [])
-    path = None
     for file, digest in files:
+        final = dest / file
+        if final.exists() and _sha256(final) == digest:
+            continue  # installed already: nothing to open (an offline re-run works)
         if source_dir is not None:
             src = Path(source_dir) / file
             if not src.exists():
                 raise EdgeError(f"{src}: not found in the mirror folder {source_dir}")
-            got = _install(lambda s=src: open(s, "rb"), file, digest, dest, src.stat().st_size)
-        else:
-            try:
-                resp = urllib.request.urlopen(_CORAL + file, timeout=30)  # noqa: S310
-            except OSError as e:
-                raise EdgeError(
-                    f"cannot download {file} ({e}); on an offline machine use "
-                    "`edge models fetch NAME --from DIR` with a folder holding the file"
-                ) from None
+            with open(src, "rb") as f:
+                _install(f, file, digest, final, src.stat().st_size)
+            continue
+        try:
+            resp = urllib.request.urlopen(_CORAL + file, timeout=30)  # noqa: S310
+        except OSError as e:
+            raise EdgeError(
+                f"cannot download {file} ({e}); on an offline machine use "
+                "`edge models fetch NAME --from DIR` with a folder holding the file"
+            ) from None
+        with resp:
             total = int(resp.headers.get("Content-Length") or 0) or None
-            got = _install(lambda r=resp: r, file, digest, dest, total)
-        path = path or got
-    return path
+            _install(resp, file, digest, final, total)
+    return dest / m.file
 
 
 def installed(name: str) -> Path | None:

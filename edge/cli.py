@@ -44,45 +44,22 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", "-c", help="config file to take model settings from")
 
 
-def model_from_args(args: argparse.Namespace, model_cfg=None):
-    """Load the model from the config's model section overridden by command-line flags."""
-    from edge import catalog, config
-    from edge.model import load_model
+def model_from_args(args: argparse.Namespace):
+    """The config's model section (or the defaults) with the command-line flags on top."""
+    from edge import config
+    from edge.model import load_configured
 
-    mc = model_cfg or config.load(getattr(args, "config", None)).model
-    path = args.model or mc.path
+    mc = config.load(getattr(args, "config", None)).model
     threads = args.threads or mc.threads
     if threads != "auto":
         try:
             threads = int(threads)
         except ValueError:
             raise EdgeError(f"--threads {threads!r}: use a number or auto") from None
-    labels = args.labels or mc.labels or catalog.labels_for(path)
-    return load_model(
-        catalog.resolve(path),
-        labels=labels,
-        backend=args.backend or mc.backend,
-        threads=threads,
-        resize=args.resize or mc.resize,
-        xnnpack=mc.xnnpack,
-    )
-
-
-def load_configured_model(model_cfg):
-    """The model a config's `model:` section names (no command-line overrides)."""
-    blank = argparse.Namespace(model=None, labels=None, backend=None, threads=None, resize=None)
-    return model_from_args(blank, model_cfg)
-
-
-def model_line(model) -> str:
-    info = model.info
-    parts = info["xnnpack_partitions"]
-    xnn = "off" if not model.xnnpack else f"{parts} partition{'' if parts == 1 else 's'}"
-    return (
-        f"model {info['model']} ({info['input']['shape'][2]}x{info['input']['shape'][1]} "
-        f"{info['input']['dtype']}), backend {info['backend']} {info['backend_version']}, "
-        f"XNNPACK: {xnn}, {info['threads']} thread{'' if info['threads'] == 1 else 's'}"
-    )
+    flags = {"path": args.model, "labels": args.labels, "backend": args.backend,
+             "resize": args.resize}
+    return load_configured(mc.model_copy(update={
+        "threads": threads, **{k: v for k, v in flags.items() if v is not None}}))
 
 
 def read_image(path: str):
@@ -111,12 +88,14 @@ def _classify_setup(p: argparse.ArgumentParser) -> None:
 def cmd_classify(args: argparse.Namespace) -> int:
     for path in args.images:  # check every input before the model loads
         read_image(path)
+    from edge.model import model_line
+
     model = model_from_args(args)
     if not args.json:
         print(model_line(model))
     for path in args.images:
-        scores = model.classify(read_image(path))
-        top = model.top(scores, args.top_k)
+        inference = model.run(model.input(read_image(path)))
+        top = model.top(inference.scores, args.top_k)
         index = {label: i for i, label in enumerate(model.labels)}
         if args.json:
             print(json.dumps({
@@ -125,14 +104,14 @@ def cmd_classify(args: argparse.Namespace) -> int:
                 "backend": model.backend,
                 "xnnpack_partitions": model.partitions,
                 "threads": model.threads,
-                "invoke_ms": round(model.invoke_ms, 3),
+                "invoke_ms": round(inference.invoke_ms, 3),
                 "top": [
                     {"rank": r + 1, "index": index[lb], "label": lb, "score": round(s, 6)}
                     for r, (lb, s) in enumerate(top)
                 ],
             }), flush=True)
         else:
-            print(f"\n{path}  (invoke {model.invoke_ms:.1f} ms)")
+            print(f"\n{path}  (invoke {inference.invoke_ms:.1f} ms)")
             for r, (label, score) in enumerate(top, 1):
                 print(f"  {r:>2}  {score:6.3f}  {label}")
     return 0
@@ -144,7 +123,8 @@ def _models_setup(p: argparse.ArgumentParser) -> None:
     f = sub.add_parser("fetch", help="download a model (verified by sha256) into the model dir")
     f.add_argument("name", nargs="?", default=None, help="model name (default: the default model)")
     f.add_argument("--from", dest="source", metavar="DIR", help="install from a local folder")
-    f.add_argument("--dir", help="model directory (default: EDGE_MODEL_DIR or /var/lib/edge)")
+    f.add_argument("--dir", help="model directory (default: see `edge models list`; "
+                   "EDGE_MODEL_DIR overrides)")
 
 
 @command("models", "list known models, fetch one", _models_setup)
@@ -235,7 +215,7 @@ def _run_setup(p: argparse.ArgumentParser) -> None:
 
 @command("run", "classify the camera (or a stream, video, folder) continuously", _run_setup)
 def cmd_run(args: argparse.Namespace) -> int:
-    from edge.pipeline import run_from_args
+    from edge.app import run_from_args
 
     return run_from_args(args)
 
@@ -274,9 +254,11 @@ def _reload_setup(p: argparse.ArgumentParser) -> None:
 
 @command("reload", "re-read the config in the running instance (SIGHUP)", _reload_setup)
 def cmd_reload(args: argparse.Namespace) -> int:
-    from edge.service import cmd_reload as reload
+    from edge.service import send_reload
 
-    return reload(args.pidfile)
+    pid = send_reload(args.pidfile)
+    print(f"sent SIGHUP to edge (pid {pid})")
+    return 0
 
 
 @command("version", "print the version and the installed backends")

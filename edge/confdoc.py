@@ -18,6 +18,8 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from edge.config import config_model
+from edge.postprocess import STAGES
+from edge.sinks import SINKS
 
 HEADER = """\
 # edge configuration: every option, its default and what it does.
@@ -175,9 +177,6 @@ def _catalogue(title: str, registry, indent: str, out: list[str]) -> None:
 
 
 def default_yaml() -> str:
-    from edge.postprocess import STAGES
-    from edge.sinks import SINKS
-
     model = config_model()
     out = [HEADER.rstrip("\n"), ""]
     for name, info in model.model_fields.items():
@@ -249,9 +248,6 @@ def _md_rows(model: type[BaseModel], prefix: str, rows: list[str]) -> None:
 
 
 def markdown() -> str:
-    from edge.postprocess import STAGES
-    from edge.sinks import SINKS
-
     out = [
         "# Configuration reference",
         "",

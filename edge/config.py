@@ -12,26 +12,23 @@ import difflib
 import os
 import re
 import socket
-from collections import Counter
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Discriminator,
-    Field,
-    Tag,
-    ValidationError,
-    create_model,
-    field_validator,
-    model_validator,
-)
-from pydantic_core import PydanticCustomError
+from pydantic import Field, ValidationError, create_model, field_validator
 
 from edge import labels as labelmatch
 from edge.errors import ConfigError
+from edge.postprocess import STAGES
+from edge.schema import (  # noqa: F401  (spec_items, read_secret: part of the config API)
+    Strict,
+    _single_key,
+    read_secret,
+    spec_items,
+    spec_union,
+)
+from edge.sinks import SINKS
 
 DEFAULT_PATH = Path("/etc/edge/edge.yaml")
 # Without a `postprocess:` key: smooth a little, then an event when any label holds >= 0.6.
@@ -39,28 +36,6 @@ DEFAULT_CHAIN = (
     {"smooth": {"method": "ema", "alpha": 0.5}},
     {"hysteresis": {"enter": 0.6, "exit": 0.4, "min_frames": 3, "cooldown_s": 10}},
 )
-
-
-class Strict(BaseModel):
-    """A config section: unknown keys are errors, with a 'did you mean'."""
-
-    model_config = ConfigDict(extra="forbid", validate_default=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _known_keys(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            allowed = list(cls.model_fields)
-            for key in data:
-                if key not in allowed:
-                    close = difflib.get_close_matches(str(key), allowed, n=1)
-                    hint = f"; did you mean {close[0]!r}?" if close else ""
-                    raise PydanticCustomError(
-                        "unknown_key",
-                        "unknown key {key!r}{hint} (allowed: {allowed})",
-                        {"key": key, "hint": hint, "allowed": ", ".join(allowed)},
-                    )
-        return data
 
 
 class SourceConfig(Strict):
@@ -171,60 +146,7 @@ class ServiceConfig(Strict):
     )
 
 
-def _single_key(value: Any) -> str | None:
-    """Discriminator of `- name: {params}` list items: the one key of the mapping."""
-    if isinstance(value, dict) and len(value) == 1:
-        return str(next(iter(value)))
-    if isinstance(value, BaseModel):
-        return next(iter(type(value).model_fields))
-    return None
-
-
-def spec_union(registry) -> Any:
-    """`- name: params` items for every class registered, as a tagged union."""
-    members = []
-    for name, cls in registry.items():
-        params = cls.Params
-        spec = create_model(
-            f"{cls.__name__}Spec",
-            __base__=Strict,
-            __doc__=(cls.__doc__ or "").strip().split("\n")[0],
-            **{name: (params, Field(description=(cls.__doc__ or "").strip().split("\n")[0]))},
-        )
-        if isinstance(params, type) and issubclass(params, BaseModel):
-            spec = create_model(
-                spec.__name__,
-                __base__=spec,
-                __validators__={"_none_is_empty": model_validator(mode="before")(_none_to_empty)},
-            )
-        members.append(Annotated[spec, Tag(name)])
-    if not members:
-        return dict[str, Any]
-    return Annotated[Union[tuple(members)], Discriminator(_single_key)]  # noqa: UP007
-
-
-def _none_to_empty(cls, data: Any) -> Any:
-    """`- smooth:` with nothing after it means the stage's defaults."""
-    if isinstance(data, dict) and len(data) == 1:
-        (key, value), = data.items()
-        if value is None:
-            return {key: {}}
-    return data
-
-
-def spec_items(specs: list) -> list[tuple[str, Any]]:
-    """(name, params) pairs of a validated postprocess/outputs list."""
-    out = []
-    for s in specs:
-        name = next(iter(type(s).model_fields))
-        out.append((name, getattr(s, name)))
-    return out
-
-
 def _build_config_model():
-    from edge.postprocess import STAGES
-    from edge.sinks import SINKS
-
     stage = spec_union(STAGES)
     sink = spec_union(SINKS)
     return create_model(
@@ -269,14 +191,11 @@ def _build_config_model():
     )
 
 
-_MODEL = None
+_MODEL = _build_config_model()  # every stage and sink has registered by now (imports above)
 
 
 def config_model():
-    """The Config model class (built once, after every stage and sink has registered)."""
-    global _MODEL
-    if _MODEL is None:
-        _MODEL = _build_config_model()
+    """The Config model class."""
     return _MODEL
 
 
@@ -412,9 +331,6 @@ def _explain(err: dict, data: Any, registries: dict) -> tuple[tuple, str]:
 
 
 def _format_errors(e: ValidationError, data: Any, where: str, pos: dict) -> str:
-    from edge.postprocess import STAGES
-    from edge.sinks import SINKS
-
     registries = {"postprocess": STAGES, "outputs": SINKS}
     found: dict[tuple, list[str]] = {}
     for err in e.errors(include_url=False):
@@ -496,20 +412,8 @@ def load(path: str | Path | None) -> Any:
     return cfg
 
 
-def read_secret(value: str | None, file: str | None, what: str) -> str | None:
-    """A secret given inline (or by ${ENV}) or in a file of its own."""
-    if file:
-        try:
-            return Path(file).read_text(encoding="utf-8").strip()
-        except OSError as e:
-            raise ConfigError(f"{what}: cannot read {file} ({e.strerror})") from None
-    return value
-
-
 def check_labels(cfg, labels: list[str], where: str = "<config>") -> None:
     """Every label named in the chain must name a model label (or a group defined before it)."""
-    from edge.postprocess import STAGES
-
     known = list(labels)
     pos = cfg.__dict__.get("_pos", {})
     if where == "<config>":
@@ -528,7 +432,7 @@ def check_labels(cfg, labels: list[str], where: str = "<config>") -> None:
                 path = ("postprocess", i, name, *loc)
                 problems.append(f"{_at(where, pos, path)}: {_dotted(path)}: {label!r} {what}")
         before, known = known, stage.labels_out(params, known)
-        for label in new_clashes(before, known):
+        for label in labelmatch.new_clashes(before, known):
             path = ("postprocess", i, name, label)
             problems.append(
                 f"{_at(where, pos, path)}: {_dotted(path)}: {label!r} is already a label here: "
@@ -536,17 +440,6 @@ def check_labels(cfg, labels: list[str], where: str = "<config>") -> None:
             )
     if problems:
         raise ConfigError("\n".join(problems))
-
-
-def new_clashes(before: list[str], after: list[str]) -> list[str]:
-    """Names a stage added that also name another label (a group called like a label)."""
-    was, now = Counter(before), Counter(after)
-    added = [label for label, n in now.items() if n > was[label]]
-    return [
-        label
-        for label in added
-        if now[label] > 1 or labelmatch.resolve(label, [x for x in after if x != label])
-    ]
 
 
 _SECRET_KEY = re.compile(r"password$|token$|secret|^headers$", re.I)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from edge import paths
+from edge.atomic import replacing
+from edge.errors import EdgeError
 
 DEMO_IMAGES = ("cat.bmp", "bird.bmp", "grace_hopper.bmp", "parrot.jpg", "sunflower.bmp", "owl.jpg")
 
@@ -52,8 +57,6 @@ def make_clip(
 
 def assets_dir() -> Path:
     """The photos for the demo: EDGE_ASSETS, else ../shared/assets beside the checkout."""
-    import os
-
     if env := os.environ.get("EDGE_ASSETS"):
         return Path(env)
     for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
@@ -65,19 +68,15 @@ def assets_dir() -> Path:
 
 def demo_clip() -> Path:
     """The demo clip, made once from the asset photos and cached."""
-    from edge.model import cache_dir
-
-    out = cache_dir() / "demo.avi"
+    out = paths.cache_dir() / "demo.avi"
     if not out.exists():
         images = assets_dir() / "images"
         if not images.is_dir():
-            from edge.errors import EdgeError
-
             raise EdgeError(
                 f"{images}: demo photos not found; set EDGE_ASSETS to the assets folder "
                 "or give a --source"
             )
-        tmp = out.with_suffix(".tmp.avi")
-        make_clip(tmp, images, frames_per_image=45, pan=True)
-        tmp.replace(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with replacing(out) as tmp:
+            make_clip(tmp, images, frames_per_image=45, pan=True)
     return out

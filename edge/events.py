@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import dataclass, field
 
-EVENT_TYPES = ("enter", "exit", "status")
+from edge.schema import EventType
 
 
 def iso_time(ts: float) -> str:
@@ -16,7 +16,7 @@ def iso_time(ts: float) -> str:
 
 @dataclass(slots=True)
 class Event:
-    type: str  # enter | exit | status
+    type: EventType
     label: str
     score: float
     roi: str | None

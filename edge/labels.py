@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+from collections import Counter
 
 GLOB_CHARS = set("*?[")
 
@@ -37,3 +38,14 @@ def suggest(name: str, labels: list[str], n: int = 3) -> list[str]:
             by_name.setdefault(alias, label)
     close = difflib.get_close_matches(name.lower(), list(by_name), n=n, cutoff=0.6)
     return list(dict.fromkeys(by_name[c] for c in close))
+
+
+def new_clashes(before: list[str], after: list[str]) -> list[str]:
+    """Names a stage added that also name another label (a group called like a label)."""
+    was, now = Counter(before), Counter(after)
+    added = [label for label, n in now.items() if n > was[label]]
+    return [
+        label
+        for label in added
+        if now[label] > 1 or resolve(label, [x for x in after if x != label])
+    ]

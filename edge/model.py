@@ -1,9 +1,10 @@
-"""The inference engine: backend choice, XNNPACK check, thread tuning, pre- and post-processing.
+"""The inference engine: backend choice, XNNPACK check, thread tuning, input and scores.
 
-Everything per frame writes into buffers made once at load: the resized image goes into a
-scratch array, and a 256-entry lookup table maps its pixels straight into the interpreter's
-input tensor (any affine normalization of uint8 pixels is a LUT), so a frame costs one resize,
-one LUT pass, one invoke and one small dequantize.
+A model states what its input wants once, at load (`input`, an `edge.preprocess.ModelInput`:
+size, crop, interpolation and the 256-entry table that maps a uint8 pixel to the tensor's
+value, since any affine normalization of uint8 pixels is a table). A frame then costs one copy
+of a finished tensor into the interpreter, one invoke and one small dequantize; `run` returns
+the scores with the invoke's own duration.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from edge import catalog, paths
+from edge.atomic import write_atomic
 from edge.errors import ModelError
 from edge.metadata import Metadata, check_structure, embedded_files, read_metadata
+from edge.preprocess import Box, ModelInput
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +41,6 @@ XNNPACK_WARNING = (
     "20x slower. Fix: pip install ai-edge-litert (the maintained LiteRT runtime)."
 )
 
-Box = tuple[float, float, float, float]  # x0, y0, x1, y1, normalized to the frame
 
 
 def _import_backend(name: str):
@@ -117,33 +119,6 @@ def input_lut(dtype: np.dtype, quant: tuple[float, int], mean: float, std: float
     return np.clip(q, info.min, info.max).astype(dtype)
 
 
-def lut_is_identity(lut: np.ndarray) -> bool:
-    """True when the LUT maps uint8 pixel p to uint8 p: the pixels can be used as they are.
-
-    A float LUT with the same values is not: its tensor needs the conversion to float.
-    """
-    return lut.dtype == np.uint8 and bool(np.array_equal(lut, np.arange(256)))
-
-
-def crop_box(shape: tuple[int, ...], box: Box | None, aspect: float | None) -> tuple[slice, slice]:
-    """Pixel slices of a normalized box, optionally centre-cropped to `aspect` (w/h)."""
-    h, w = shape[:2]
-    x0, y0, x1, y1 = box or (0.0, 0.0, 1.0, 1.0)
-    px0, py0 = int(round(x0 * w)), int(round(y0 * h))
-    px1, py1 = max(px0 + 1, int(round(x1 * w))), max(py0 + 1, int(round(y1 * h)))
-    if aspect:
-        bw, bh = px1 - px0, py1 - py0
-        if bw / bh > aspect:
-            nw = max(1, int(round(bh * aspect)))
-            px0 += (bw - nw) // 2
-            px1 = px0 + nw
-        else:
-            nh = max(1, int(round(bw / aspect)))
-            py0 += (bh - nh) // 2
-            py1 = py0 + nh
-    return slice(py0, py1), slice(px0, px1)
-
-
 def cpu_model() -> str:
     """A human name for the CPU: `model name` on x86, the board's `Model` on a Pi."""
     fields: dict[str, str] = {}
@@ -159,18 +134,23 @@ def cpu_model() -> str:
     return os.uname().machine
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (a systemd CPUAffinity= or taskset counts)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def cpu_id() -> str:
-    """CPU model and core count: the key under which a thread choice stays valid."""
-    return f"{cpu_model()}/{os.cpu_count()}"
+    """CPU model and usable cores: the key under which a thread choice stays valid."""
+    return f"{cpu_model()}/{usable_cores()}"
 
 
-def cache_dir() -> Path:
-    """Where the thread choice is cached: the service's cache, else the user's."""
-    base = os.environ.get("EDGE_CACHE_DIR") or os.environ.get("CACHE_DIRECTORY")
-    if base:
-        return Path(base.split(":")[0])
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg) / "edge"
+@dataclass(frozen=True, slots=True)
+class Inference:
+    scores: np.ndarray  # class probabilities, float32
+    invoke_ms: float  # the invoke alone
 
 
 @dataclass
@@ -188,7 +168,6 @@ class Model:
     xnnpack: bool = True
     partitions: int | None = None
     interpreter: object = field(repr=False, default=None)
-    invoke_ms: float = 0.0  # duration of the last invoke
 
     def __post_init__(self) -> None:
         inp = self.interpreter.get_input_details()[0]
@@ -200,16 +179,8 @@ class Model:
         self.input_size = (shape[2], shape[1])  # (w, h)
         self.input_quant = tuple(inp["quantization"])
         self.mean, self.std = self._normalization()
-        self.lut = input_lut(dtype, self.input_quant, self.mean, self.std)
-        # A uint8 model whose quantization is the pixel range itself needs no mapping: the
-        # resized pixels go into the input tensor as they are (saves the LUT pass per frame).
-        self.lut_is_identity = lut_is_identity(self.lut)
-        self.scratch = np.empty((shape[1], shape[2], 3), np.uint8)
-        self.crop_aspect = shape[2] / shape[1] if self.resize == "crop" else None
-        # INTER_LINEAR_EXACT: bilinear in fixed point, bit-identical on x86 and aarch64 (plain
-        # INTER_LINEAR is off by one on most pixels between the two with OpenCV 5), so a Pi
-        # gives the answers the tests saw here; it costs ~0.2 ms more per 640x480 frame.
-        self.interp = cv2.INTER_AREA if self.resize == "area" else cv2.INTER_LINEAR_EXACT
+        lut = input_lut(dtype, self.input_quant, self.mean, self.std)
+        self.input = ModelInput.of(self.input_size, self.resize, lut)
         self.output_quant = tuple(out["quantization"])
         self.output_size = int(np.prod(out["shape"]))
         self.ends_in_softmax = self._ends_in_softmax()
@@ -271,37 +242,21 @@ class Model:
             "resize": self.resize,
         }
 
-    def fit(self, rgb: np.ndarray, roi: Box | None = None,
-            dst: np.ndarray | None = None) -> np.ndarray:
-        """Crop `roi` (and to the model's aspect with `crop`) and resize to the input size.
-
-        Safe to call from another thread with `dst=None` (a new array): the capture thread
-        does this for the next frame while the current one is being classified.
-        """
-        ys, xs = crop_box(rgb.shape, roi, self.crop_aspect)
-        return cv2.resize(rgb[ys, xs], self.input_size, dst=dst, interpolation=self.interp)
-
-    def set_input(self, fitted: np.ndarray) -> None:
-        """Map an image of the input size through the LUT straight into the input tensor."""
+    def set_input(self, tensor: np.ndarray) -> None:
+        """Copy a finished tensor (from `self.input`) into the interpreter's input."""
         view = self.interpreter.tensor(self.input_index)()
-        if self.lut_is_identity:
-            np.copyto(view[0], fitted)
-        else:
-            cv2.LUT(fitted, self.lut, dst=view[0])
+        np.copyto(view[0], tensor)
         del view  # the interpreter refuses to invoke while a view of its memory is alive
 
-    def preprocess(self, rgb: np.ndarray, roi: Box | None = None) -> None:
-        """Resize (and crop) `rgb` into the scratch buffer, then into the input tensor."""
-        self.set_input(self.fit(rgb, roi, dst=self.scratch))
-
-    def invoke(self) -> None:
+    def invoke(self) -> float:
+        """Run the graph on the current input; returns the invoke's duration in ms."""
         t0 = time.perf_counter()
         try:
             self.interpreter.invoke()
         except RuntimeError as e:
             first = str(e).strip().splitlines()[0]
             raise ModelError(f"{self.path}: invoke failed: {first}") from None
-        self.invoke_ms = (time.perf_counter() - t0) * 1000
+        return (time.perf_counter() - t0) * 1000
 
     def scores(self) -> np.ndarray:
         """Dequantized class probabilities (softmax applied only if the graph lacks one)."""
@@ -313,15 +268,15 @@ class Model:
             x = e / e.sum()
         return x
 
-    def classify(self, rgb: np.ndarray, roi: Box | None = None,
-                 fitted: np.ndarray | None = None) -> np.ndarray:
-        """Scores for `rgb` (or for `fitted`, the output of `fit` made beforehand)."""
-        if fitted is not None:
-            self.set_input(fitted)
-        else:
-            self.preprocess(rgb, roi)
-        self.invoke()
-        return self.scores()
+    def run(self, tensor: np.ndarray) -> Inference:
+        """Scores for a finished input tensor, with the invoke's duration."""
+        self.set_input(tensor)
+        ms = self.invoke()
+        return Inference(self.scores(), ms)
+
+    def classify(self, rgb: np.ndarray, roi: Box | None = None) -> np.ndarray:
+        """Scores for an RGB image at hand (or its region `roi`): what `edge classify` does."""
+        return self.run(self.input(rgb, roi)).scores
 
     def top(self, scores: np.ndarray, k: int = 5) -> list[tuple[str, float]]:
         idx = np.argsort(-scores, kind="stable")[:k]
@@ -403,14 +358,14 @@ def _time_invokes(interp, budget_s: float, n: int = 8) -> float:
 def tune_threads(mod, human, version, path, digest, xnnpack, budget_s: float = 1.0) -> int:
     """Fastest thread count in 1..min(4, cores), cached per model digest, CPU and backend."""
     key = f"{digest}:{cpu_id()}:{human}-{version}:{'xnn' if xnnpack else 'ref'}"
-    cache = cache_dir() / "threads.json"
+    cache = paths.cache_dir() / "threads.json"
     try:
         known = json.loads(cache.read_text())
     except (OSError, ValueError):
         known = {}
     if isinstance(known.get(key), int):
         return known[key]
-    candidates = list(range(1, min(4, os.cpu_count() or 1) + 1))
+    candidates = list(range(1, min(4, usable_cores()) + 1))
     timings = {}
     for n in candidates:
         interp = _make_interpreter(mod, human, path, n, xnnpack)
@@ -421,9 +376,7 @@ def tune_threads(mod, human, version, path, digest, xnnpack, budget_s: float = 1
     known[key] = best
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
-        tmp.write_text(json.dumps(known, indent=1))
-        os.replace(tmp, cache)
+        write_atomic(cache, json.dumps(known, indent=1).encode())
     except OSError as e:
         log.debug("cannot cache thread choice in %s: %s", cache, e)
     return best
@@ -509,7 +462,7 @@ def load_model(
         interpreter=interp,
     )
     model.invoke()  # a model whose invoke fails is refused now, not on the first frame
-    log.info(
+    log.debug(
         "model %s: backend %s %s, %d threads, XNNPACK: %s partition%s",
         model.name, human, version, n_threads, model.partitions,
         "" if model.partitions == 1 else "s",
@@ -517,3 +470,28 @@ def load_model(
     if xnnpack and model.partitions == 0 and _is_quantized(interp):
         log.warning(XNNPACK_WARNING.format(backend=human, version=version))
     return model
+
+
+def load_configured(model_cfg) -> Model:
+    """The model a config's `model:` section names: a file, or a name in the model dir."""
+    path = model_cfg.path
+    return load_model(
+        catalog.resolve(path),
+        labels=model_cfg.labels or catalog.labels_for(path),
+        backend=model_cfg.backend,
+        threads=model_cfg.threads,
+        resize=model_cfg.resize,
+        xnnpack=model_cfg.xnnpack,
+    )
+
+
+def model_line(model: Model) -> str:
+    """One line saying what runs: model, input, backend, XNNPACK partitions, threads."""
+    info = model.info
+    parts = info["xnnpack_partitions"]
+    xnn = "off" if not model.xnnpack else f"{parts} partition{'' if parts == 1 else 's'}"
+    return (
+        f"model {info['model']} ({info['input']['shape'][2]}x{info['input']['shape'][1]} "
+        f"{info['input']['dtype']}), backend {info['backend']} {info['backend_version']}, "
+        f"XNNPACK: {xnn}, {info['threads']} thread{'' if info['threads'] == 1 else 's'}"
+    )

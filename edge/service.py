@@ -5,16 +5,16 @@ The notify protocol is one datagram per message on the AF_UNIX socket named by $
 ``KEY=VALUE`` fields. It is small enough to implement here instead of adding a dependency,
 and everything is a no-op when NOTIFY_SOCKET is unset (running in a shell, in tests).
 
-How ``edge run`` uses it (edge/pipeline.py, ``run_from_args`` and ``Pipeline.run``):
+How ``edge run`` uses it (edge/app.py, ``run_from_args``, and ``Pipeline.run``):
 
-    hooks = ServiceHooks(Notifier.from_env(), status_every_s)   # no-op unless NOTIFY_SOCKET
-    signals = install_signal_handlers(on_reload=pipe.reload_event.set,
-                                      on_stop=pipe.stop_event.set)
-    with PidFile(pidfile_for_run(pidfile)):
+    with PidFile(pidfile_for_run(pidfile)):   # refused first if another instance runs
+        hooks = ServiceHooks(Notifier.from_env(), status_every_s)  # no-op unless NOTIFY_SOCKET
+        signals = install_signal_handlers(on_reload=pipe.reload_event.set,
+                                          on_stop=pipe.stop_event.set)
         pipe.run()   # per classified frame: hooks.on_frame_classified(pipe.status_text);
-                     # on the reload event: hooks.on_reload(), then swap the config;
+                     # per reload (built beside the loop): hooks.on_reload(), then the swap;
                      # at the end: hooks.on_stop(), flush the outputs, close the camera
-    signals.restore()
+        signals.restore()
 
 Contract: READY=1 is sent with the first classified frame (not when the process starts), so
 ``systemctl start`` and ``install.sh`` return only once the camera and model really work.
@@ -32,12 +32,14 @@ import logging
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from edge.atomic import write_atomic
+from edge.errors import EdgeError
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ DEFAULT_PIDFILE = Path("/run/edge/edge.pid")
 PIDFILE_NAME = "edge.pid"
 
 
-class ServiceError(RuntimeError):
+class ServiceError(EdgeError):
     """A service operation failed (no running instance, stale pidfile, already running)."""
 
 
@@ -245,19 +247,10 @@ class ServiceHooks:
 
 
 @dataclass
-class SignalFlags:
-    """Set by the signal handlers, read by the loop (handlers only set flags: no I/O in them)."""
+class SignalHandlers:
+    """The handlers edge installed, and what they replaced (for `restore`)."""
 
-    stop: threading.Event = field(default_factory=threading.Event)
-    reload: threading.Event = field(default_factory=threading.Event)
     previous: dict[int, object] = field(default_factory=dict)
-
-    def take_reload(self) -> bool:
-        """True once per SIGHUP (several SIGHUPs before the loop looks count as one)."""
-        if self.reload.is_set():
-            self.reload.clear()
-            return True
-        return False
 
     def restore(self) -> None:
         for signum, handler in self.previous.items():
@@ -266,32 +259,20 @@ class SignalFlags:
 
 
 def install_signal_handlers(
-    on_reload: Callable[[], None] | None = None,
-    on_stop: Callable[[], None] | None = None,
-) -> SignalFlags:
-    """SIGHUP sets ``reload``; SIGTERM and SIGINT set ``stop``. Call from the main thread.
+    on_reload: Callable[[], None], on_stop: Callable[[], None]
+) -> SignalHandlers:
+    """SIGHUP calls `on_reload`; SIGTERM and SIGINT call `on_stop`. Call from the main thread.
 
-    The optional callbacks run inside the handler (keep them tiny: set an event, wake a wait).
+    The callbacks run inside the handler: keep them tiny (set an event); the loop does the rest.
     """
-    flags = SignalFlags()
-
-    def _reload(signum, frame):
-        flags.reload.set()
-        if on_reload:
-            on_reload()
-
-    def _stop(signum, frame):
-        flags.stop.set()
-        if on_stop:
-            on_stop()
-
-    for signum, handler in (
-        (signal.SIGHUP, _reload),
-        (signal.SIGTERM, _stop),
-        (signal.SIGINT, _stop),
+    handlers = SignalHandlers()
+    for signum, fn in (
+        (signal.SIGHUP, on_reload),
+        (signal.SIGTERM, on_stop),
+        (signal.SIGINT, on_stop),
     ):
-        flags.previous[signum] = signal.signal(signum, handler)
-    return flags
+        handlers.previous[signum] = signal.signal(signum, lambda _s, _f, fn=fn: fn())
+    return handlers
 
 
 def default_pidfile(environ: Mapping[str, str] | None = None) -> Path:
@@ -357,9 +338,7 @@ class PidFile:
         if other and other != os.getpid() and _alive(other) and _looks_like_edge(other):
             raise ServiceError(f"edge is already running as pid {other} (pidfile {self.path})")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-        tmp.write_text(f"{os.getpid()}\n")
-        os.replace(tmp, self.path)  # atomic: a reader never sees a half-written pid
+        write_atomic(self.path, f"{os.getpid()}\n".encode())  # never a half-written pid
         return self
 
     def __exit__(self, *exc) -> None:
@@ -392,14 +371,3 @@ def send_reload(pidfile: str | os.PathLike | None = None) -> int:
     except PermissionError as e:
         raise ServiceError(f"not allowed to signal pid {pid}: run as root or as user edge") from e
     return pid
-
-
-def cmd_reload(pidfile: str | os.PathLike | None = None) -> int:
-    """CLI body of ``edge reload [--pidfile PATH]``: exit code 0 on success, 1 with a message."""
-    try:
-        pid = send_reload(pidfile)
-    except ServiceError as e:
-        print(f"edge reload: {e}", file=sys.stderr)
-        return 1
-    print(f"sent SIGHUP to edge (pid {pid})")
-    return 0

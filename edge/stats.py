@@ -1,7 +1,7 @@
 """One in-process record of how the pipeline is doing, read by logs, web, metrics and systemd.
 
 Writers (capture thread, inference loop, sinks) call small methods under one lock; readers
-take a `snapshot()` dict. Rates and percentiles come from bounded rings of recent samples.
+take a `summary()` dict. Rates and percentiles come from bounded rings of recent samples.
 """
 
 from __future__ import annotations
@@ -192,7 +192,7 @@ class Stats:
             self.source_state, self.source_error = state, error
             return True
 
-    def snapshot(self) -> dict:
+    def summary(self) -> dict:
         now = time.monotonic()
         with self.lock:
             return {
@@ -225,7 +225,7 @@ class Stats:
 
     def line(self) -> str:
         """One log line: what an operator wants to see every minute."""
-        s = self.snapshot()
+        s = self.summary()
         fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
         system = self.system.read()
         temp = system.get("cpu_temperature_c")

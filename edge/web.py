@@ -106,8 +106,8 @@ def token_ok(expected: str | None, header: str | None, query: list[str] | None) 
 
 def health(pipe, snap: dict | None = None) -> tuple[bool, str]:
     """(ok, reason): ok while the source runs and a frame was classified recently."""
-    s = snap or pipe.stats.snapshot()
-    cfg = pipe.cfg
+    s = snap or pipe.stats.summary()
+    cfg = pipe.view.cfg
     max_fps = cfg.inference.max_fps
     limit = max(5.0, 3 * cfg.source.stall_timeout_s, 3 / max_fps if max_fps else 0.0)
     state = s["source_state"]
@@ -122,34 +122,21 @@ def health(pipe, snap: dict | None = None) -> tuple[bool, str]:
     return True, f"ok: {s['frames_classified']} frames classified, last {age:.2f} s ago"
 
 
-def sink_stats(pipe) -> dict:
-    provider = pipe.stats.extra.get("sinks")
-    return provider() if callable(provider) else {}
-
-
-def snapshot_sinks(pipe) -> list:
-    """The snapshot sinks of the running outbox (their annotate() names the files)."""
-    from edge.sinks.snapshot import SnapshotSink
-
-    outbox = pipe.outbox
-    return [w.sink for w in outbox.workers if isinstance(w.sink, SnapshotSink)] if outbox else []
-
-
-def snapshot_url(path: str | None, sinks: list) -> str | None:
+def snapshot_url(path: str | None, dirs: tuple[Path, ...]) -> str | None:
     if not path:
         return None
     p = Path(path)
-    if any(p.parent == s.dir for s in sinks) and SNAPSHOT_NAME.match(p.name):
+    if p.parent in dirs and SNAPSHOT_NAME.match(p.name):
         return f"snapshots/{p.name}"
     return None
 
 
-def find_snapshot(name: str, sinks: list) -> Path | None:
-    """The file `name` in a snapshot directory; None for anything else (no path traversal)."""
+def find_snapshot(name: str, dirs: tuple[Path, ...]) -> Path | None:
+    """The file `name` in a served directory; None for anything else (no path traversal)."""
     if not SNAPSHOT_NAME.match(name):
         return None
-    for s in sinks:
-        base = s.dir.resolve()
+    for d in dirs:
+        base = d.resolve()
         p = (base / name).resolve()
         if p.parent == base and p.is_file():
             return p
@@ -162,12 +149,12 @@ def events_since(pipe, since: int, limit: int = 100) -> dict:
     with live.lock:
         items = [(i, e) for i, e in live.events if i > since][-limit:]
         last = live.event_seq
-    sinks = snapshot_sinks(pipe)
+    dirs = pipe.view.served_dirs
     out = []
     for i, e in items:
         d = dict(e)  # the JSON shape every sink saw, snapshot path included
         d["id"] = i
-        d["snapshot_url"] = snapshot_url(d.get("snapshot"), sinks)
+        d["snapshot_url"] = snapshot_url(d.get("snapshot"), dirs)
         out.append(d)
     return {"events": out, "last": last}
 
@@ -185,7 +172,7 @@ def regions_now(pipe) -> list[dict]:
     with pipe.live.lock:
         results = dict(pipe.live.results)
     out = []
-    for region in pipe.regions:
+    for region in pipe.view.regions:
         r = results.get(region.name)
         out.append({
             "name": region.name,
@@ -194,25 +181,25 @@ def regions_now(pipe) -> list[dict]:
             "top": [[label, round(float(s), 4)] for label, s in r.top] if r else [],
             "active": list(r.active) if r else [],
             "scores": {k: round(float(v), 4) for k, v in r.scores.items()} if r else {},
-            "watched": _rounded(region.chain.watched()),
+            "watched": _rounded(region.watched),
             # levels for the top labels, for a chain that names no label (hysteresis on all)
-            "top_levels": _rounded(region.chain.levels_of([lb for lb, _ in r.top] if r else [])),
+            "top_levels": _rounded(region.levels_of([lb for lb, _ in r.top] if r else [])),
         })
     return out
 
 
 def status(app: App) -> dict:
     pipe = app.pipe
-    snap = pipe.stats.snapshot()
+    snap = pipe.stats.summary()
     ok, reason = health(pipe, snap)
     return {
-        "device": pipe.cfg.device,
+        "device": pipe.view.cfg.device,
         "time": time.time(),
         "health": {"ok": ok, "reason": reason},
         "stats": snap,
         "model": pipe.stats.extra.get("model") or {},
         "system": app.system.read(),
-        "sinks": sink_stats(pipe),
+        "sinks": pipe.view.sink_stats(),
         "regions": regions_now(pipe),
         "last_event": pipe.live.event_seq,
         "web": {"viewers": app.viewers, "preview_fps": app.preview.fps},
@@ -226,7 +213,7 @@ def render(frame, regions: list, results: dict, quality: int = 80) -> bytes:
     """JPEG of the frame with each ROI's box and its current label drawn on it."""
     # the full-resolution image (a Pi camera's rgb is the model-size lores), scaled down for a
     # 1080p camera: a smaller preview is cheaper to encode
-    rgb = scale_to_width(frame.snapshot, PREVIEW_WIDTH, cv2.INTER_LINEAR)
+    rgb = scale_to_width(frame.image, PREVIEW_WIDTH, cv2.INTER_LINEAR)
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)  # a copy: the frame itself stays untouched
     h, w = bgr.shape[:2]
     scale = max(0.4, w / 1100)
@@ -271,7 +258,7 @@ class Preview:
             if frame is None:
                 return None
             if frame.seq != self.seq:
-                self.data = render(frame, self.pipe.regions, results)
+                self.data = render(frame, self.pipe.view.regions, results)
                 self.seq = frame.seq
                 self.encoded += 1
             self.at = now
@@ -297,7 +284,7 @@ class Metrics:
 
     def collect(self):
         pipe = self.app.pipe
-        s = pipe.stats.snapshot()
+        s = pipe.stats.summary()
         for key, doc in (
             ("frames_captured", "frames read from the source"),
             ("frames_classified", "frames classified"),
@@ -356,7 +343,7 @@ class Metrics:
 
     @staticmethod
     def _sinks(pipe):
-        sinks = sink_stats(pipe)
+        sinks = pipe.view.sink_stats()
         fams = {
             "queued": GaugeMetricFamily("edge_sink_queue_depth", "items waiting", labels=["sink"]),
             "capacity": GaugeMetricFamily("edge_sink_queue_capacity", "queue size",
@@ -501,7 +488,7 @@ class Handler(BaseHTTPRequestHandler):
         self._json(events_since(self.app.pipe, since))
 
     def api_config(self, query) -> None:
-        self._json(configmod.masked(self.app.pipe.cfg))
+        self._json(configmod.masked(self.app.pipe.view.cfg))
 
     def metrics(self, query) -> None:
         self._send(200, generate_latest(self.app.registry), CONTENT_TYPE_LATEST)
@@ -518,7 +505,7 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, got[1], "image/jpeg")
 
     def _snapshot_file(self, name: str) -> None:
-        p = find_snapshot(name, snapshot_sinks(self.app.pipe))
+        p = find_snapshot(name, self.app.pipe.view.served_dirs)
         if p is None:
             self._text(404, "no such snapshot")
             return

@@ -20,6 +20,7 @@ from helpers import backend_name, rgb
 
 from edge import model as engine
 from edge.errors import ModelError
+from edge.preprocess import crop_box, lut_is_identity
 
 EXPECTED = {
     "cat.bmp": "Egyptian cat",
@@ -46,7 +47,7 @@ def test_top1_on_asset_photos(assets, path):
 def test_tiny_model_has_its_own_input_size(assets):
     m = engine.load_model(TINY_MODEL, threads=1)
     assert m.input_size == (128, 128)
-    assert m.scratch.shape == (128, 128, 3)
+    assert m.input(rgb(IMAGES / "bird.bmp")).shape == (128, 128, 3)
     assert m.top(m.classify(rgb(IMAGES / "bird.bmp")), 1)[0][0] == "chickadee"
 
 
@@ -59,7 +60,7 @@ def test_bird_model_names_a_chickadee_species(assets):
 
 @pytest.mark.arm64
 def test_xnnpack_partitions_reported(assets, caplog):
-    caplog.set_level(logging.INFO, logger="edge.model")
+    caplog.set_level(logging.DEBUG, logger="edge.model")  # `edge run` says it once, at INFO
     m = engine.load_model(DEFAULT_MODEL, threads=1)
     if backend_name() == "litert":
         assert m.partitions == 1
@@ -94,40 +95,36 @@ def test_metadata_normalization_and_lut(default_model):
     m = default_model
     assert (m.mean, m.std) == (127.5, 127.5)
     # scale 1/127.5, zero point 127: (p - 127.5) / 127.5 * 127.5 + 127 rounds half up to p
-    assert np.array_equal(m.lut, np.arange(256, dtype=np.uint8))
+    assert m.input.lut is None  # the table maps p to p: pixels go into the tensor as they are
     int8 = engine.input_lut(np.dtype(np.int8), (1 / 127.5, -1), 127.5, 127.5)
     assert int8[0] == -128 and int8[255] == 127
     f32 = engine.input_lut(np.dtype(np.float32), (0.0, 0), 127.5, 127.5)
     # only a uint8 p -> p table lets pixels go into the tensor as they are
-    assert engine.lut_is_identity(engine.input_lut(np.dtype(np.uint8), (1 / 127.5, 127), 127.5,
-                                                   127.5))
+    assert lut_is_identity(engine.input_lut(np.dtype(np.uint8), (1 / 127.5, 127), 127.5, 127.5))
     raw_f32 = engine.input_lut(np.dtype(np.float32), (0.0, 0), 0.0, 1.0)
-    assert np.array_equal(raw_f32, np.arange(256)) and not engine.lut_is_identity(raw_f32)
-    assert not engine.lut_is_identity(int8)
+    assert np.array_equal(raw_f32, np.arange(256)) and not lut_is_identity(raw_f32)
+    assert not lut_is_identity(int8)
     assert f32[0] == -1.0 and f32[255] == 1.0
 
 
 @pytest.mark.parametrize("name", ["tf2_ptq", "quant"])
-def test_preprocess_writes_into_the_input_tensor(assets, name):
+def test_model_input_makes_the_input_tensor(assets, name):
     """Resized pixels reach the tensor through the LUT, or as they are when it maps p to p
     (the default model's input quantization is the pixel range: scale 1/127.5, zero 127)."""
     m = engine.load_model(DEFAULT_MODEL if name.startswith("tf2") else QAT_MODEL, threads=1)
-    assert m.lut_is_identity == (name.startswith("tf2"))
+    assert (m.input.lut is None) == name.startswith("tf2")
     img = rgb(IMAGES / "grace_hopper.bmp")
-    scratch_id = id(m.scratch)
     expect = cv2.resize(img, (224, 224), interpolation=cv2.INTER_LINEAR_EXACT)
-    for load in (lambda: m.preprocess(img), lambda: m.set_input(m.fit(img))):
-        m.interpreter.set_tensor(m.input_index, np.zeros((1, 224, 224, 3), np.uint8))
-        load()
-        got = m.interpreter.get_tensor(m.input_index)[0]
-        assert np.array_equal(got, m.lut[expect])
-    assert id(m.scratch) == scratch_id
+    lut = engine.input_lut(m.input_dtype, m.input_quant, m.mean, m.std)
+    m.interpreter.set_tensor(m.input_index, np.zeros((1, 224, 224, 3), np.uint8))
+    m.set_input(m.input(img))
+    assert np.array_equal(m.interpreter.get_tensor(m.input_index)[0], lut[expect])
 
 
 def test_crop_and_roi(default_model):
     wide = np.zeros((100, 300, 3), np.uint8)
-    assert engine.crop_box(wide.shape, None, 1.0) == (slice(0, 100), slice(100, 200))
-    assert engine.crop_box(wide.shape, (0.5, 0.0, 1.0, 1.0), None) == (slice(0, 100),
+    assert crop_box(wide.shape, None, 1.0) == (slice(0, 100), slice(100, 200))
+    assert crop_box(wide.shape, (0.5, 0.0, 1.0, 1.0), None) == (slice(0, 100),
                                                                        slice(150, 300))
     # the cat photo inside a black canvas: the ROI on it classifies as the photo alone does
     cat = rgb(IMAGES / "cat.bmp")

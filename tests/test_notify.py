@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import DEFAULT_MODEL
+from helpers import wait_for
 
 from edge.service import (
     Notifier,
@@ -192,27 +193,26 @@ def test_format_status():
     assert format_status("a\nb") == "a b"
 
 
-def test_signal_handlers_set_flags():
-    woken = []
+def test_signal_handlers_call_back_and_restore():
+    reload, stop = threading.Event(), threading.Event()
+    hups = []
     signums = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
     # what was there before (SIGINT is SIG_IGN, not Python's handler, under `cmd &` or nohup)
     before = {s: signal.getsignal(s) for s in signums}
-    flags = install_signal_handlers(on_reload=lambda: woken.append("hup"))
+    handlers = install_signal_handlers(on_reload=lambda: (hups.append(1), reload.set()),
+                                       on_stop=stop.set)
     try:
-        assert not flags.take_reload()
         os.kill(os.getpid(), signal.SIGHUP)
         os.kill(os.getpid(), signal.SIGHUP)
-        time.sleep(0.05)
-        assert flags.take_reload() and not flags.take_reload()
-        assert woken == ["hup", "hup"]
-        assert not flags.stop.is_set()
+        assert reload.wait(1) and wait_for(lambda: len(hups) == 2, 1)
+        assert not stop.is_set()
         os.kill(os.getpid(), signal.SIGTERM)
-        assert flags.stop.wait(1)
-        flags.stop.clear()
+        assert stop.wait(1)
+        stop.clear()
         os.kill(os.getpid(), signal.SIGINT)
-        assert flags.stop.wait(1)
+        assert stop.wait(1)
     finally:
-        flags.restore()
+        handlers.restore()
     assert all(signal.getsignal(s) is before[s] for s in signums)
 
 
@@ -225,15 +225,16 @@ def test_pidfile_locations(tmp_path):
 
 
 CHILD = """
-import sys, time
+import sys, threading
 from edge.service import PidFile, install_signal_handlers
-flags = install_signal_handlers()
+reload, stop = threading.Event(), threading.Event()
+install_signal_handlers(on_reload=reload.set, on_stop=stop.set)
 with PidFile(sys.argv[1]):
     print("up", flush=True)
-    while not flags.stop.is_set():
-        if flags.take_reload():
+    while not stop.is_set():
+        if reload.wait(0.05):
+            reload.clear()
             print("reload", flush=True)
-        time.sleep(0.02)
 print("bye", flush=True)
 """
 

@@ -32,7 +32,7 @@ def test_frames_flow_from_a_video(tiny, demo_clip):
     cfg = make_cfg(kind="opencv", device=str(demo_clip), realtime=False)
     pipe = Pipeline(cfg, tiny, no_drop=True)
     assert pipe.run() == 0
-    s = pipe.stats.snapshot()
+    s = pipe.stats.summary()
     assert s["frames_classified"] == s["frames_captured"] == 60  # 6 stills x 10 frames
     assert s["frames_dropped"] == 0
     assert s["invoke_ms_p50"] > 0 and s["latency_ms_p99"] >= s["invoke_ms_p50"]
@@ -46,7 +46,7 @@ def test_slow_inference_drops_frames_and_counts_them(tiny, tmp_path):
     t0 = time.monotonic()
     pipe.run(duration=1.5)
     elapsed = time.monotonic() - t0
-    s = pipe.stats.snapshot()
+    s = pipe.stats.summary()
     assert s["frames_dropped"] > 20  # far more frames came than 20 per second could take
     # every frame is classified or dropped, but for at most two at shutdown: the one left in
     # the slot and one the capture thread had in hand when the slot closed
@@ -158,9 +158,10 @@ outputs: []
     assert events == {("left", "Egyptian cat"), ("right", "chickadee")}
 
 
-def test_inputs_resized_by_the_capture_thread_are_used_only_if_current(tiny, tmp_path):
-    """The loop uses the model input the capture thread made, unless a reload replaced its maker."""
+def test_tensors_made_by_the_capture_thread_are_used_only_if_current(tiny, tmp_path):
+    """The loop uses the tensors the capture thread made, unless a reload replaced the plan."""
     from edge.capture.base import Frame
+    from edge.preprocess import Prepared
 
     cat = cv2.cvtColor(cv2.imread(str(IMAGES / "cat.bmp")), cv2.COLOR_BGR2RGB)
     bird = cv2.cvtColor(cv2.imread(str(IMAGES / "bird.bmp")), cv2.COLOR_BGR2RGB)
@@ -171,20 +172,20 @@ def test_inputs_resized_by_the_capture_thread_are_used_only_if_current(tiny, tmp
     assert by_rgb["cat"][0] != by_rgb["bird"][0]
 
     frame = Frame(0, 0.0, 0.0, cat)
-    pipe.prepare(frame)
-    assert frame.inputs[0] is pipe.prepare and frame.inputs[1][0].shape == (128, 128, 3)
-    (result, _), = pipe.classify(frame)
+    frame.prepared = pipe.plan.prepare(frame)
+    assert frame.prepared.plan is pipe.plan and frame.prepared.tensors[0].shape == (128, 128, 3)
+    ((result, _),), _ = pipe.classify(frame)
     assert result.top[0] == pytest.approx(by_rgb["cat"])  # same as resizing in the loop
 
-    frame.inputs = (pipe.prepare, [tiny.fit(bird)])  # proof the prepared input is what runs
-    (result, _), = pipe.classify(frame)
+    frame.prepared = Prepared(pipe.plan, (tiny.input(bird),))  # the prepared tensor is what runs
+    ((result, _),), _ = pipe.classify(frame)
     assert result.top[0] == pytest.approx(by_rgb["bird"])
 
-    old = pipe.prepare
-    assert pipe.reload(path)  # a new chain and a new maker: inputs made before are not trusted
-    assert pipe.prepare is not old
-    frame.inputs = (old, [tiny.fit(bird)])
-    (result, _), = pipe.classify(frame)
+    old = pipe.plan
+    assert pipe.reload(path)  # a new chain and a new plan: tensors made before are not trusted
+    assert pipe.plan is not old
+    frame.prepared = Prepared(old, (tiny.input(bird),))
+    ((result, _),), _ = pipe.classify(frame)
     assert result.top[0] == pytest.approx(by_rgb["cat"])
 
 

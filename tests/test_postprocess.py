@@ -48,7 +48,7 @@ def run(chain: Chain, cat_scores: list[float], label: str = "cat", start: int = 
     """Feed frames where only `label` scores; return (results, [(seq, type, label)])."""
     results, events = [], []
     for i, x in enumerate(cat_scores, start):
-        r, ev = chain.process(i, T0 + i * DT, vec(**{label: x}))
+        r, ev = chain.process(i, T0 + i * DT, T0 + i * DT, vec(**{label: x}))
         results.append(r)
         events += [(e.seq, e.type, e.label) for e in ev]
     return results, events
@@ -60,7 +60,7 @@ def run(chain: Chain, cat_scores: list[float], label: str = "cat", start: int = 
 def test_no_stages_gives_raw_top_k_and_no_events():
     ch = Chain([], LABELS)
     probs = vec(cat=0.1, dog=0.6, bird=0.3)
-    r, ev = ch.process(7, T0, probs)
+    r, ev = ch.process(7, T0, T0, probs)
     assert r.top == [("dog", pytest.approx(0.6)), ("bird", pytest.approx(0.3)),
                      ("cat", pytest.approx(0.1))]  # "car" scores 0: not listed
     assert ev == [] and r.active == [] and r.scores == {}
@@ -70,16 +70,16 @@ def test_no_stages_gives_raw_top_k_and_no_events():
 
 def test_top_k_stage_keeps_k_best_and_ties_go_to_the_lower_index():
     ch = make_chain("- top_k: 2\n")
-    r, _ = ch.process(0, T0, vec(cat=0.2, dog=0.5, bird=0.2, car=0.1))
+    r, _ = ch.process(0, T0, T0, vec(cat=0.2, dog=0.5, bird=0.2, car=0.1))
     assert r.top == [("dog", 0.5), ("cat", pytest.approx(0.2))]
     # a later stage sees only the k kept: bird (0.2, tied with cat) was zeroed
     ch = make_chain("- top_k: 2\n- threshold: {default: 0.15}\n")
-    r, _ = ch.process(0, T0, vec(cat=0.2, dog=0.5, bird=0.2, car=0.1))
+    r, _ = ch.process(0, T0, T0, vec(cat=0.2, dog=0.5, bird=0.2, car=0.1))
     assert r.active == ["dog", "cat"]
 
 
 def test_chain_top_k_argument_is_the_default():
-    r, _ = Chain([], LABELS, top_k=1).process(0, T0, vec(cat=0.1, dog=0.6))
+    r, _ = Chain([], LABELS, top_k=1).process(0, T0, T0, vec(cat=0.1, dog=0.6))
     assert r.top == [("dog", pytest.approx(0.6))]
 
 
@@ -123,7 +123,7 @@ def test_hysteresis_cooldown_between_events_of_a_label():
     ch = make_chain("- hysteresis: {enter: 0.6, exit: 0.4, cooldown_s: 10}\n")
     evs = []
     for i, v in enumerate([vec(cat=0.7), vec(cat=0.1), vec(cat=0.7, dog=0.7)]):
-        evs += [(e.seq, e.type, e.label) for e in ch.process(i, T0 + i * DT, v)[1]]
+        evs += [(e.seq, e.type, e.label) for e in ch.process(i, T0 + i * DT, T0 + i * DT, v)[1]]
     assert evs == [(0, "enter", "cat"), (1, "exit", "cat"), (2, "enter", "dog")]
 
 
@@ -154,14 +154,14 @@ def test_hysteresis_per_label_levels_and_tracked_labels():
     evs = []
     frames = [vec(cat=0.9, dog=0.45, bird=0.75), vec(dog=0.25, bird=0.85), vec(dog=0.1, bird=0.6)]
     for i, v in enumerate(frames):
-        evs += [(e.seq, e.type, e.label) for e in ch.process(i, T0 + i * DT, v)[1]]
+        evs += [(e.seq, e.type, e.label) for e in ch.process(i, T0 + i * DT, T0 + i * DT, v)[1]]
     assert evs == [(0, "enter", "dog"), (1, "enter", "bird"), (2, "exit", "dog"),
                    (2, "exit", "bird")]
 
 
 def test_events_carry_device_model_roi_seq_ts():
     ch = make_chain("- hysteresis: {enter: 0.5}\n", roi="flap", device="porch", model="m1")
-    _, events = ch.process(42, 1764368000.123, vec(cat=0.83))
+    _, events = ch.process(42, 1764368000.123, 1764368000.123, vec(cat=0.83))
     (e,) = events
     d = e.to_dict()
     assert d == {
@@ -178,7 +178,7 @@ def test_events_carry_device_model_roi_seq_ts():
 def test_threshold_default_and_per_label():
     ch = make_chain("- threshold: {default: 0.5, per_label: {cat: 0.2, '*r*': 0.1, car: 0.9}}\n")
     # later entries win: 'car' (0.9) overrides the glob '*r*' (0.1) for car; bird keeps 0.1
-    r, ev = ch.process(0, T0, vec(cat=0.25, dog=0.4, bird=0.15, car=0.2))
+    r, ev = ch.process(0, T0, T0, vec(cat=0.25, dog=0.4, bird=0.15, car=0.2))
     assert r.top == [("cat", pytest.approx(0.25)), ("bird", pytest.approx(0.15))]
     assert r.active == ["cat", "bird"] and ev == []
     assert ch.watched() == {
@@ -193,7 +193,7 @@ def test_threshold_default_and_per_label():
 
 def test_filter_allow_and_deny():
     ch = make_chain("- filter: {allow: ['*'], deny: [c*]}\n")
-    r, _ = ch.process(0, T0, vec(cat=0.5, dog=0.3, bird=0.1, car=0.1))
+    r, _ = ch.process(0, T0, T0, vec(cat=0.5, dog=0.3, bird=0.1, car=0.1))
     assert [lb for lb, _ in r.top] == ["dog", "bird"]
     ch = make_chain("- filter: {allow: [bird, dog]}\n")
     assert ch.out_labels == ["dog", "bird"]
@@ -206,7 +206,7 @@ def test_filter_allow_and_deny():
 
 def smooth_outputs(stage_yaml: str, xs: list[float]) -> list[float]:
     ch = make_chain(stage_yaml + "- top_k: 4\n")
-    return [dict(ch.process(i, T0 + i * DT, vec(cat=x))[0].top).get("cat", 0.0)
+    return [dict(ch.process(i, T0 + i * DT, T0 + i * DT, vec(cat=x))[0].top).get("cat", 0.0)
             for i, x in enumerate(xs)]
 
 
@@ -266,7 +266,7 @@ def test_group_sum_and_max_with_globs_on_imagenet_labels(imagenet):
     probs[idx] = [0.1, 0.05, 0.02, 0.03, 0.6]
     probs[polecat] = 0.15
     probs[1] = 0.05
-    r, _ = ch.process(0, T0, probs)
+    r, _ = ch.process(0, T0, T0, probs)
     assert r.top == [("cat", pytest.approx(0.8)), ("anycat", pytest.approx(0.6)),
                      (imagenet[1], pytest.approx(0.05))]
     labels = ch.out_labels
@@ -308,7 +308,7 @@ def test_watched_and_result_scores():
         "pet": {"enter": pytest.approx(0.5), "exit": pytest.approx(0.5 * 0.4 / 0.6)},
         "bird": {"enter": pytest.approx(0.6), "exit": pytest.approx(0.4)},
     }
-    r, ev = ch.process(0, T0, vec(cat=0.3, dog=0.3, bird=0.35))
+    r, ev = ch.process(0, T0, T0, vec(cat=0.3, dog=0.3, bird=0.35))
     assert r.scores == {"pet": pytest.approx(0.6), "bird": pytest.approx(0.35)}
     assert r.active == ["pet"] and [e.type for e in ev] == ["enter"]
     assert r.top == [("pet", pytest.approx(0.6)), ("bird", pytest.approx(0.35))]
@@ -317,7 +317,7 @@ def test_watched_and_result_scores():
 def test_watched_group_without_levels():
     ch = make_chain("- group: {pet: [cat, dog]}\n- filter: {deny: [bird]}\n")
     assert ch.watched() == {"pet": {"enter": None, "exit": None}}
-    r, _ = ch.process(0, T0, vec(cat=0.25, dog=0.5, bird=0.1))
+    r, _ = ch.process(0, T0, T0, vec(cat=0.25, dog=0.5, bird=0.1))
     assert r.scores == {"pet": 0.75} and r.active == []
 
 
@@ -355,21 +355,21 @@ def test_carry_over_exits_labels_no_longer_tracked():
     old = make_chain("- hysteresis: {enter: 0.5, exit: 0.3}\n")
     ch_events = []
     for i, v in enumerate([vec(cat=0.6, dog=0.3), vec(cat=0.6, dog=0.6)]):
-        ch_events += [(e.type, e.label) for e in old.process(i, T0 + i * DT, v)[1]]
+        ch_events += [(e.type, e.label) for e in old.process(i, T0 + i * DT, T0 + i * DT, v)[1]]
     assert ch_events == [("enter", "cat"), ("enter", "dog")]
     new = make_chain("- hysteresis: {enter: 0.5, exit: 0.3, labels: [dog]}\n")
     new.carry_over(old)
-    r, ev = new.process(2, T0 + 0.2, vec(cat=0.6, dog=0.6))
+    r, ev = new.process(2, T0 + 0.2, T0 + 0.2, vec(cat=0.6, dog=0.6))
     assert [(e.type, e.label) for e in ev] == [("exit", "cat")] and r.active == ["dog"]
 
 
 def test_carry_over_follows_labels_across_a_model_change():
     old = make_chain("- hysteresis: {enter: 0.5}\n")
-    old.process(0, T0, vec(dog=0.9))
+    old.process(0, T0, T0, vec(dog=0.9))
     labels = ["car", "dog", "fish"]
     new = make_chain("- hysteresis: {enter: 0.5}\n", labels=labels)
     new.carry_over(old)
-    r, ev = new.process(1, T0 + DT, vec(labels, dog=0.9))
+    r, ev = new.process(1, T0 + DT, T0 + DT, vec(labels, dog=0.9))
     assert r.active == ["dog"] and ev == []
 
 
@@ -399,7 +399,7 @@ def test_real_model_cat_group_becomes_active_after_n_frames(assets):
     ch = Chain(config.spec_items(cfg.postprocess), model.labels, device="d", model=model.name)
     actives, events = [], []
     for i in range(4):
-        r, ev = ch.process(i, T0 + i / 30, probs)
+        r, ev = ch.process(i, T0 + i / 30, T0 + i / 30, probs)
         actives.append(r.active)
         events += ev
     assert actives == [[], [], ["cat"], ["cat"]]

@@ -17,7 +17,7 @@ from helpers import REPO, wait_for
 from edge import config
 from edge.capture.base import Frame
 from edge.model import load_model
-from edge.pipeline import Pipeline
+from edge.pipeline import Pipeline, make_outbox
 
 STRICT = """
 web: {enabled: false}
@@ -137,9 +137,9 @@ def test_reload_to_another_model_keeps_state_and_a_bad_output_is_rejected(tmp_pa
     cfg_file.write_text(f"model: {{path: '{DEFAULT_MODEL}', threads: 1}}\n{chain}outputs: []\n")
     cfg = config.load(cfg_file)
     pipe = Pipeline(cfg, load_model(DEFAULT_MODEL, threads=1))
-    pipe.outbox = pipe._make_outbox(cfg, pipe.model)
+    pipe.outbox = make_outbox(cfg, pipe.model)
     for seq in range(3):
-        (result, events), = pipe.classify(_frame(seq, IMAGES / "cat.bmp"))
+        ((result, events),), _ = pipe.classify(_frame(seq, IMAGES / "cat.bmp"))
     assert result.active == ["Egyptian cat"]
 
     # an output that cannot be opened: rejected before anything is swapped
@@ -153,8 +153,8 @@ def test_reload_to_another_model_keeps_state_and_a_bad_output_is_rejected(tmp_pa
     cfg_file.write_text(f"model: {{path: '{QAT_MODEL}', threads: 1}}\n{chain}outputs: []\n")
     assert pipe.reload(str(cfg_file)) is True
     assert pipe.model.name == "mobilenet_v2_1.0_224_quant"
-    (result, events), = pipe.classify(_frame(3, IMAGES / "cat.bmp"))
+    ((result, events),), _ = pipe.classify(_frame(3, IMAGES / "cat.bmp"))
     assert result.active == ["Egyptian cat"] and events == []  # still in: no second enter
-    (result, events), = pipe.classify(_frame(4, IMAGES / "bird.bmp"))
+    ((result, events),), _ = pipe.classify(_frame(4, IMAGES / "bird.bmp"))
     assert [(e.type, e.label) for e in events] == [("exit", "Egyptian cat")]
     pipe.outbox.close()

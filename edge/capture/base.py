@@ -22,16 +22,17 @@ class SourceError(RuntimeError):
 @dataclass(slots=True)
 class Frame:
     seq: int  # increases by one per captured frame, across reconnects
-    ts: float  # wall-clock capture time (time.time()), for events
-    mono: float  # time.monotonic() at capture, for latency
+    ts: float  # wall-clock capture time (time.time()): only stamps events and files
+    mono: float  # time.monotonic() at capture: every duration (latency, hysteresis, clips)
     rgb: np.ndarray  # HxWx3 uint8 RGB image to classify (may be a low-res stream)
     full: np.ndarray | None = None  # full-resolution RGB for snapshots; None: same as rgb
-    # (who made them, model inputs per region) when the capture thread already resized the
-    # frame for inference; the maker is checked, so a reload never uses stale inputs
-    inputs: tuple[object, list[np.ndarray]] | None = None
+    # the model tensors per region (an `edge.preprocess.Prepared`) when the capture thread
+    # made them; its plan is checked, so a reload never uses stale tensors
+    prepared: object | None = None
 
     @property
-    def snapshot(self) -> np.ndarray:
+    def image(self) -> np.ndarray:
+        """The best image of the frame for people (snapshots, clips, the preview)."""
         return self.rgb if self.full is None else self.full
 
 

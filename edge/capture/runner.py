@@ -171,9 +171,9 @@ class CaptureThread:
         self.cfg = cfg
         self.name = name
         self.error: str | None = None  # the last failure, for callers and status pages
-        # Work done on each delivered frame in this thread (the pipeline's resize to the model
-        # input), so inference finds it done; swapped by a reload, read once per frame.
-        self.prepare: Callable[[Frame], None] | None = None
+        # Work done on each delivered frame in this thread (the input plan's tensors), so
+        # inference finds it done; swapped by a reload, read once per frame.
+        self.prepare: Callable[[Frame], object] | None = None
         self.decode_s = 0.0  # moving average of decode + prepare time, for the just-in-time lead
         # False when inference's threads take every core: decoding beside an invoke then only
         # preempts one of its workers (the others wait for it), so frames are read between
@@ -331,7 +331,7 @@ class CaptureThread:
                 frame = Frame(seq, ts, mono, out[0], out[1])
                 prepare = self.prepare
                 if prepare is not None:
-                    prepare(frame)
+                    frame.prepared = prepare(frame)
                 conn.busy_since = None
                 if not conn.current:  # abandoned meanwhile: a newer reader owns the slot
                     break

@@ -1,16 +1,21 @@
-"""The CLI's `--source S` string, turned into `source` config settings.
+"""What a source setting means: the CLI's `--source S` string as `source` config settings,
+and those settings as a `Source`.
 
 One string covers every kind, decided by its shape: a number or /dev/videoN is a USB camera,
 a URL is a stream, a video extension is a video file, an image, folder or glob is `files`,
-and `picamera2` (or `picamera2:1`) the Pi camera.
+and `picamera2` (or `picamera2:1`) the Pi camera. `open_source` builds the configured source
+without touching the device (the capture thread opens it, and reopens it after failures); it
+raises EdgeError for settings that can never work, so a caller can report those before
+starting.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from edge.capture.files import IMAGE_EXTS, is_glob
-from edge.capture.opencv import URL, VIDEO_EXTS
+from edge.capture.base import Source
+from edge.capture.files import IMAGE_EXTS, FilesSource, is_glob
+from edge.capture.opencv import URL, VIDEO_EXTS, OpenCVSource
 from edge.config import SourceConfig
 from edge.errors import EdgeError
 
@@ -46,3 +51,23 @@ def parse_source(text: str) -> dict:
 def apply_source(cfg: SourceConfig, text: str) -> SourceConfig:
     """A copy of `cfg` with the --source string's settings (the rest kept, validated)."""
     return SourceConfig.model_validate({**cfg.model_dump(), **parse_source(text)})
+
+
+def open_source(cfg: SourceConfig, model_size: tuple[int, int]) -> Source:
+    """The source `cfg` describes; model_size (w, h) sizes the Pi camera's lores stream."""
+    kind, device = cfg.kind, cfg.device
+    if kind == "auto":
+        from edge.capture.auto import detect
+
+        kind, device = detect()
+        cfg = cfg.model_copy(update={"kind": kind, "device": device})
+    if kind == "picamera2":
+        from edge.capture.picamera2 import Picamera2Source, import_picamera2
+
+        import_picamera2()  # not installed: say how now, not at every reconnect
+        return Picamera2Source(cfg, model_size)
+    if kind == "opencv":
+        return OpenCVSource(cfg)
+    if not cfg.path:
+        raise EdgeError("source.path is required with kind: files (an image, folder or glob)")
+    return FilesSource(cfg.path, loop=cfg.loop, fps=cfg.fps if cfg.realtime else None)

@@ -1,11 +1,10 @@
-"""Post-processing: scores -> results and events, through a YAML-configured chain of stages."""
+"""Post-processing: scores -> results and events, through a YAML-configured chain of stages.
 
-from edge.registry import Registry
+Importing the package registers every stage (in `edge.postprocess.base.STAGES`) under its
+YAML name.
+"""
 
-STAGES = Registry("stage")
-
-# Importing the stage modules registers them under their YAML names.
-from edge.postprocess import (  # noqa: E402, F401
+from edge.postprocess import (  # noqa: F401
     filter,
     group,
     hysteresis,
@@ -13,3 +12,6 @@ from edge.postprocess import (  # noqa: E402, F401
     threshold,
     topk,
 )
+from edge.postprocess.base import STAGES
+
+__all__ = ["STAGES"]

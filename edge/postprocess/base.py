@@ -9,10 +9,14 @@ no Python loop over the labels.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
 from edge import labels as labelmatch
+from edge.registry import Registry
+
+STAGES = Registry("stage")  # YAML name -> stage class; the stage modules register here
 
 
 @dataclass(slots=True)
@@ -20,7 +24,8 @@ class Scores:
     labels: list[str]  # names of the vector's entries (the stage's output label list)
     vec: np.ndarray  # float32 scores, one per label
     seq: int
-    ts: float
+    ts: float  # wall clock: stamps the events
+    mono: float  # monotonic: every duration a stage measures (min_duration_s, hold_s, ...)
     k: int = 5  # how many labels Result.top lists (set by top_k)
     events: list[tuple[str, str, float]] = field(default_factory=list)  # (type, label, score)
     active: list[str] = field(default_factory=list)  # labels currently "in", best first
@@ -31,13 +36,21 @@ class Scores:
 
 
 class Stage:
-    """What a stage may leave out: it names no labels, keeps the label list, holds no state.
+    """What a stage may leave out: it names no labels, keeps the label list, holds no state,
+    decides nothing.
 
     A stage is a small class registered under its YAML name with a `Params` model and one
-    method, `__call__(scores) -> scores`; override these where the stage differs.
+    method, `__call__(scores) -> scores`; override these where the stage differs. Its role
+    is declared, never inferred from its name: `decides` (it sets the active set and has
+    enter/exit levels: `levels()`, `level_of(i)`), and `watches()` (labels it names that the
+    web page's score bars should show).
     """
 
     name: str
+    decides: ClassVar[bool] = False
+
+    def watches(self) -> list[str]:
+        return []
 
     @staticmethod
     def labels_in(params) -> list[tuple[tuple, str]]:

@@ -55,7 +55,7 @@ def per_frame_us(chain: Chain, vecs: list[np.ndarray], batches: int = 30, size: 
     for _ in range(batches):
         t0, c0 = time.perf_counter(), time.thread_time()
         for _ in range(size):
-            chain.process(seq, seq / 300, vecs[seq % len(vecs)])
+            chain.process(seq, seq / 300, seq / 300, vecs[seq % len(vecs)])
             seq += 1
         wall = min(wall, (time.perf_counter() - t0) / size)
         cpu = min(cpu, (time.thread_time() - c0) / size)

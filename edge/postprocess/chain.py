@@ -7,10 +7,7 @@ from typing import Any
 import numpy as np
 
 from edge.events import Event, Result
-from edge.postprocess import STAGES
-from edge.postprocess.base import Scores, top_indices
-
-DECIDING = ("threshold", "hysteresis")  # stages that set the active set and have levels
+from edge.postprocess.base import STAGES, Scores, top_indices
 
 
 class Chain:
@@ -36,7 +33,7 @@ class Chain:
         self.out_labels = cur
         self._watch = self._watched()
         # the last deciding stage: its labels are what Result.scores and the web bars show
-        self._judge = next((st for st in reversed(self.stages) if st.name in DECIDING), None)
+        self._judge = next((st for st in reversed(self.stages) if st.decides), None)
         judged_labels = self._judge.labels if self._judge else self.out_labels
         self._judged_pos = pos = {label: i for i, label in enumerate(judged_labels)}
         names = [label for label in self._watch if label in pos]
@@ -46,15 +43,10 @@ class Chain:
 
     def _watched(self) -> dict[str, dict]:
         """Labels the config names, with the levels the last deciding stage applies to them."""
-        names: list[str] = []
-        for st in self.stages:
-            if st.name == "group":
-                names += list(st.params)
-            elif st.name in DECIDING:
-                names += list(st.levels())
+        names = [label for st in self.stages for label in st.watches()]
         levels: dict[str, dict] = {}
         for st in self.stages:
-            if st.name in DECIDING:
+            if st.decides:
                 pos = {label: i for i, label in enumerate(st.labels)}
                 for label in names:
                     if label in pos:
@@ -84,8 +76,11 @@ class Chain:
         """{label: {"enter": x, "exit": y}} for the labels the stages name (web score bars)."""
         return {k: dict(v) for k, v in self._watch.items()}
 
-    def process(self, seq: int, ts: float, probs: np.ndarray) -> tuple[Result, list[Event]]:
-        s = Scores(self.labels, np.asarray(probs, dtype=np.float32), seq, ts, k=self.top_k)
+    def process(self, seq: int, ts: float, mono: float,
+                probs: np.ndarray) -> tuple[Result, list[Event]]:
+        """One frame's scores through the stages; `ts` stamps, `mono` times (see Scores)."""
+        s = Scores(self.labels, np.asarray(probs, dtype=np.float32), seq, ts, mono,
+                   k=self.top_k)
         for stage in self.stages:
             s = stage(s)
         v = s.vec

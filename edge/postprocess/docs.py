@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from edge.confdoc import options_table
-from edge.postprocess import STAGES
+from edge.postprocess.base import STAGES
 
 ORDER = ("group", "filter", "smooth", "threshold", "hysteresis", "top_k")  # a typical chain
 TABLE = re.compile(r"^\| option \|.*?(?=\n\n|\n?\Z)", re.S | re.M)

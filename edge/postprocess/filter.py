@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field, model_validator
 
-from edge.config import Strict
-from edge.postprocess import STAGES
-from edge.postprocess.base import Scores, Stage, indices
+from edge.postprocess.base import STAGES, Scores, Stage, indices
+from edge.schema import Strict
 
 
 class FilterParams(Strict):

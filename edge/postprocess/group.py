@@ -7,10 +7,10 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import Field
 
-from edge.config import Strict, new_clashes
 from edge.errors import ConfigError
-from edge.postprocess import STAGES
-from edge.postprocess.base import Scores, Stage, indices
+from edge.labels import new_clashes
+from edge.postprocess.base import STAGES, Scores, Stage, indices
+from edge.schema import Strict
 
 Patterns = Annotated[
     list[Annotated[str, Field(min_length=1)]],
@@ -56,6 +56,9 @@ class Group(Stage):
     """
 
     Params = GroupParams
+
+    def watches(self) -> list[str]:
+        return list(self.params)  # the groups it makes
 
     @staticmethod
     def labels_in(params) -> list[tuple[tuple, str]]:

@@ -9,11 +9,9 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from edge import labels as labelmatch
-from edge.config import Strict
-from edge.postprocess import STAGES
-from edge.postprocess.base import Scores, Stage, indices
+from edge.postprocess.base import STAGES, Scores, Stage, indices
+from edge.schema import Level, Strict
 
-Level = Annotated[float, Field(ge=0, le=1)]
 EnterLevel = Annotated[float, Field(gt=0, le=1)]  # 0 would make every label enter at once
 Seconds = Annotated[float, Field(ge=0, le=86400)]
 EXIT_RATIO = 0.7  # exit level when only enter is given: a band against flapping
@@ -126,6 +124,11 @@ class Hysteresis(Stage):
         self.cooldown_until: dict[int, float] = {}
         self.pending_exit: list[str] = []  # active labels a reload stopped tracking
 
+    decides = True
+
+    def watches(self) -> list[str]:
+        return list(self.levels())
+
     def levels(self) -> dict[str, dict]:
         return {self.labels[i]: self.level_of(i) for i in sorted(self.named)}
 
@@ -133,7 +136,7 @@ class Hysteresis(Stage):
         return {"enter": float(self.enter64[i]), "exit": float(self.exit64[i])}
 
     def __call__(self, s: Scores) -> Scores:
-        p, v, ts, labels = self.params, s.vec, s.ts, s.labels
+        p, v, ts, labels = self.params, s.vec, s.mono, s.labels  # durations: monotonic
         s.judged = (labels, v)
         if self.pending_exit:
             s.events += [("exit", name, 0.0) for name in self.pending_exit]

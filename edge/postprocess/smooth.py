@@ -7,9 +7,8 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from edge.config import Strict
-from edge.postprocess import STAGES
-from edge.postprocess.base import Scores, Stage, remap
+from edge.postprocess.base import STAGES, Scores, Stage, remap
+from edge.schema import Strict
 
 
 class SmoothParams(Strict):

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import numpy as np
 from pydantic import Field
 
 from edge import labels as labelmatch
-from edge.config import Strict
-from edge.postprocess import STAGES
-from edge.postprocess.base import Scores, Stage, per_label
-
-Level = Annotated[float, Field(ge=0, le=1)]
+from edge.postprocess.base import STAGES, Scores, Stage, per_label
+from edge.schema import Level, Strict
 
 
 class ThresholdParams(Strict):
@@ -43,6 +38,11 @@ class Threshold(Stage):
         self.thr64 = per_label(params.default, params.per_label, labels, np.float64)  # reports
         self.thr = self.thr64.astype(np.float32)
         self.counts = self.thr > 0  # a 0 threshold passes everything without making it active
+
+    decides = True
+
+    def watches(self) -> list[str]:
+        return list(self.levels())
 
     def levels(self) -> dict[str, dict]:
         """label -> {"enter", "exit"} for the labels per_label names (web score bars)."""

@@ -7,8 +7,7 @@ from typing import Annotated
 import numpy as np
 from pydantic import Field
 
-from edge.postprocess import STAGES
-from edge.postprocess.base import Scores, Stage, top_indices
+from edge.postprocess.base import STAGES, Scores, Stage, top_indices
 
 
 @STAGES.register("top_k")

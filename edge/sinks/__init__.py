@@ -1,11 +1,10 @@
-"""Outputs: each sink runs in its own worker with a bounded queue; see `edge.sinks.outbox`."""
+"""Outputs: each sink runs in its own worker with a bounded queue; see `edge.sinks.outbox`.
 
-from edge.registry import Registry
+Importing the package registers every sink (in `edge.sinks.base.SINKS`) under its YAML name;
+the order here is the order in the docs.
+"""
 
-SINKS = Registry("sink")
-
-# Importing a sink module registers it under its YAML name (order = order in the docs).
-from edge.sinks import (  # noqa: E402, F401, I001
+from edge.sinks import (  # noqa: F401, I001
     log,
     jsonl,
     mqtt,
@@ -14,3 +13,6 @@ from edge.sinks import (  # noqa: E402, F401, I001
     clip,
     collect,
 )
+from edge.sinks.base import SINKS
+
+__all__ = ["SINKS"]

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any
 
 from pydantic import Field, model_validator
 
 from edge.capture.base import Frame
-from edge.config import Strict
 from edge.events import Result
+from edge.registry import Registry
+from edge.schema import EVENT_TYPES, EventType, Strict
 
-EventType = Literal["enter", "exit", "status"]
-ALL_TYPES: list[EventType] = ["enter", "exit", "status"]
+SINKS = Registry("sink")  # YAML name -> sink class; the sink modules register here
 
 
 class SinkParams(Strict):
@@ -55,7 +56,7 @@ class EventSinkParams(SinkParams):
         return data
 
     events: list[EventType] = Field(
-        default_factory=lambda: list(ALL_TYPES), description="event types this output receives"
+        default_factory=lambda: list(EVENT_TYPES), description="event types this output receives"
     )
 
 
@@ -80,6 +81,7 @@ class Sink:
     name = "sink"  # set by the registry
     Params: type[SinkParams] = SinkParams
     per_frame = False  # True: `offer` is called for frames without events too
+    serves: Path | None = None  # a folder whose files the web page may serve (snapshots)
     tick_s = 0.5  # `tick` runs this often when the queue is idle
 
     def __init__(self, params: Any, ctx: Context) -> None:

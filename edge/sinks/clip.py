@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from edge.sinks import SINKS
-from edge.sinks.base import EventSinkParams, EventType, Item, Sink, frame_queue
+from edge.atomic import replacing
+from edge.sinks.base import SINKS, EventSinkParams, EventType, Item, Sink, frame_queue
 from edge.sinks.files import MB, DiskBudget, event_filename, jpeg, make_dir, scale_to_width
 
 
@@ -64,19 +64,19 @@ def write_avi(path: Path, frames: list[tuple[float, bytes]], fps: float) -> None
     h, w = first.shape[:2]
     span = frames[-1][0] - frames[0][0]
     rate = (len(frames) - 1) / span if len(frames) > 1 and span > 0 else fps
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"MJPG"), min(rate, fps), (w, h))
-    if not writer.isOpened():
-        raise RuntimeError(f"cannot write video {tmp}")
-    try:
-        for _, data in frames:
-            img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-            if img.shape[:2] != (h, w):
-                img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
-            writer.write(img)
-    finally:
-        writer.release()
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"MJPG"), min(rate, fps),
+                                 (w, h))
+        if not writer.isOpened():
+            raise RuntimeError(f"cannot write video {tmp}")
+        try:
+            for _, data in frames:
+                img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+                if img.shape[:2] != (h, w):
+                    img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+                writer.write(img)
+        finally:
+            writer.release()
 
 
 @SINKS.register("clip")
@@ -112,10 +112,10 @@ class ClipSink(Sink):
         if event["type"] not in self.params.events:
             return
         p = self.params
-        if not (self._path and frame.ts <= self._end and frame.ts - self._start < p.max_s):
+        if not (self._path and frame.mono <= self._end and frame.mono - self._start < p.max_s):
             self._path = str(self.dir / event_filename(event, ".avi"))
-            self._start = frame.ts
-        self._end = min(frame.ts + p.post_s, self._start + p.max_s)
+            self._start = frame.mono
+        self._end = min(frame.mono + p.post_s, self._start + p.max_s)
         event["clip"] = self._path
 
     def offer(self, result, events, frame) -> Item | None:
@@ -134,8 +134,8 @@ class ClipSink(Sink):
         return self.ring_bytes + (self.rec.size if self.rec else 0)
 
     def handle(self, item: Item) -> None:
-        ts = item.frame.ts
-        sample = (ts, self._encode(item.frame.snapshot))
+        ts = item.frame.mono  # the ring and the clip window run on the monotonic clock
+        sample = (ts, self._encode(item.frame.image))
         for e in item.events:
             path = Path(e["clip"])
             if path == self.done:  # cut short by the memory cap: the file is written
@@ -177,7 +177,7 @@ class ClipSink(Sink):
         self.state = "ok"
 
     def tick(self) -> None:
-        if self.rec and time.time() > self.rec.end + 1.0:  # frames stopped coming
+        if self.rec and time.monotonic() > self.rec.end + 1.0:  # frames stopped coming
             self._finish()
 
     def close(self) -> None:

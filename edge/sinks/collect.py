@@ -7,10 +7,10 @@ import json
 import cv2
 from pydantic import Field, model_validator
 
+from edge.atomic import write_atomic
 from edge.events import iso_time
-from edge.sinks import SINKS
-from edge.sinks.base import Item, Sink, SinkParams, frame_queue
-from edge.sinks.files import MB, DiskBudget, jpeg, make_dir, slug, write_atomic
+from edge.sinks.base import SINKS, Item, Sink, SinkParams, frame_queue
+from edge.sinks.files import MB, DiskBudget, jpeg, make_dir, slug
 
 
 class CollectParams(SinkParams):
@@ -70,7 +70,7 @@ class CollectSink(Sink):
         stem = f"{iso_time(r.ts).replace(':', '')}_{slug(r.roi)}_{slug(label)}_{score:.2f}_{r.seq}"
         meta = {**r.to_dict(), "device": self.ctx.device, "model": self.ctx.model}
         meta["image"] = f"{stem}.jpg"
-        bgr = cv2.cvtColor(frame.snapshot, cv2.COLOR_RGB2BGR)
+        bgr = cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR)
         write_atomic(self.dir / f"{stem}.json", (json.dumps(meta, indent=1) + "\n").encode())
         write_atomic(self.dir / f"{stem}.jpg", jpeg(bgr, self.params.quality))
         self.budget.add(self.dir / f"{stem}.jpg")

@@ -1,5 +1,5 @@
-"""File helpers the sinks share: whole-line appends that survive kill -9, atomic writes,
-event file names, and a disk budget pruned oldest-first."""
+"""File helpers the sinks share: whole-line appends that survive kill -9, event file names,
+and a disk budget pruned oldest-first (whole files are written by `edge.atomic`)."""
 
 from __future__ import annotations
 
@@ -40,33 +40,6 @@ def make_dir(path: str | Path, what: str) -> Path:
     if not os.access(p, os.W_OK):
         raise ConfigError(f"{what}: directory {p} is not writable")
     return p
-
-
-def state_dir() -> Path:
-    """Where persistent state goes: $STATE_DIRECTORY (systemd), /var/lib/edge, or ~/.local."""
-    env = os.environ.get("STATE_DIRECTORY")
-    if env:
-        return Path(env.split(":")[0])
-    system = Path("/var/lib/edge")
-    if system.is_dir() and os.access(system, os.W_OK):
-        return system
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "edge"
-
-
-def write_atomic(path: Path, data: bytes, fsync: bool = False) -> None:
-    """Write to a hidden temp file beside `path`, then rename: readers never see a partial file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        if fsync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 def scale_to_width(img: np.ndarray, width: int, interpolation: int = cv2.INTER_AREA) -> np.ndarray:

@@ -10,8 +10,7 @@ from typing import Literal
 from pydantic import Field
 
 from edge.errors import ConfigError
-from edge.sinks import SINKS
-from edge.sinks.base import EventSinkParams, Item, Sink
+from edge.sinks.base import SINKS, EventSinkParams, Item, Sink
 from edge.sinks.files import MB, LineFile, make_dir
 
 

@@ -10,8 +10,7 @@ from typing import Literal
 from pydantic import Field
 
 from edge.events import Result
-from edge.sinks import SINKS
-from edge.sinks.base import EventSinkParams, Item, Sink
+from edge.sinks.base import SINKS, EventSinkParams, Item, Sink
 
 
 class LogParams(EventSinkParams):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import ssl
 import time
 from pathlib import Path
@@ -21,11 +20,12 @@ import paho.mqtt.client as mqtt
 from pydantic import Field
 
 import edge
-from edge.config import read_secret
+from edge.atomic import replacing
 from edge.errors import ConfigError
-from edge.sinks import SINKS
-from edge.sinks.base import EventSinkParams, Item, Sink
-from edge.sinks.files import MB, LineFile, make_dir, slug, state_dir
+from edge.paths import state_dir
+from edge.schema import read_secret
+from edge.sinks.base import SINKS, EventSinkParams, Item, Sink
+from edge.sinks.files import MB, LineFile, make_dir, slug
 
 log = logging.getLogger(__name__)
 
@@ -130,12 +130,8 @@ class Spool:
     def _rewrite(self, lines: list[bytes]) -> None:
         """Atomically make `lines` the spool's contents."""
         self.file.close()
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with open(tmp, "wb") as f:
+        with replacing(self.path, fsync=True) as tmp, open(tmp, "wb") as f:
             f.writelines(lines)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
         self.file.open()
         self.done, self.count = 0, len(lines)
 

@@ -13,13 +13,14 @@ import os
 import threading
 import time
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 from edge.capture.base import Frame
 from edge.errors import ConfigError
 from edge.events import Event, Result
 from edge.registry import Registry
-from edge.sinks.base import Context, Item, Sink
+from edge.sinks.base import SINKS, Context, Item, Sink
 
 log = logging.getLogger(__name__)
 
@@ -100,11 +101,9 @@ class Outbox:
         specs: list[tuple[str, Any]],
         device: str,
         model: str,
-        stats: Any = None,
         registry: Registry | None = None,
     ) -> None:
-        if registry is None:
-            from edge.sinks import SINKS as registry
+        registry = SINKS if registry is None else registry
         self.device, self.model = device, model
         ctx = Context(device=device, model=model)
         self.workers: list[Worker] = []
@@ -133,8 +132,6 @@ class Outbox:
             w.sink for w in self.workers if type(w.sink).annotate is not Sink.annotate
         ]
         self.started = False
-        if stats is not None:
-            stats.extra["sinks"] = self.sink_stats
 
     def start(self) -> None:
         for w in self.workers:
@@ -168,6 +165,10 @@ class Outbox:
 
     def sink_stats(self) -> dict[str, dict]:
         return {w.key: w.stats() for w in self.workers}
+
+    def served_dirs(self) -> tuple[Path, ...]:
+        """The folders whose files the sinks say the web page may serve (snapshots)."""
+        return tuple(w.sink.serves for w in self.workers if w.sink.serves is not None)
 
     def close(self, timeout: float = 5.0) -> None:
         """Let each sink flush what is queued within `timeout` seconds, then stop it."""

@@ -8,10 +8,10 @@ from pathlib import Path
 import cv2
 from pydantic import Field
 
+from edge.atomic import write_atomic
 from edge.overlay import draw_text
-from edge.sinks import SINKS
-from edge.sinks.base import EventSinkParams, EventType, Item, Sink, frame_queue
-from edge.sinks.files import MB, DiskBudget, event_filename, jpeg, make_dir, write_atomic
+from edge.sinks.base import SINKS, EventSinkParams, EventType, Item, Sink, frame_queue
+from edge.sinks.files import MB, DiskBudget, event_filename, jpeg, make_dir
 
 
 class SnapshotParams(EventSinkParams):
@@ -49,6 +49,7 @@ class SnapshotSink(Sink):
     def __init__(self, params: SnapshotParams, ctx) -> None:
         super().__init__(params, ctx)
         self.dir = make_dir(params.dir, "outputs.snapshot.dir")
+        self.serves = self.dir  # the web page shows these files beside their events
         self.prefix = str(self.dir) + os.sep  # events this sink named (the last one listed wins)
         self.budget = DiskBudget(self.dir, ".jpg", int(params.max_mb * MB), params.max_files)
         self.state = "ok"
@@ -63,7 +64,7 @@ class SnapshotSink(Sink):
         return Item(chosen, None, frame) if chosen else None
 
     def handle(self, item: Item) -> None:
-        bgr = cv2.cvtColor(item.frame.snapshot, cv2.COLOR_RGB2BGR)
+        bgr = cv2.cvtColor(item.frame.image, cv2.COLOR_RGB2BGR)
         plain = None
         for e in item.events:
             if self.params.overlay:

@@ -10,9 +10,8 @@ import urllib.request
 from pydantic import Field
 
 import edge
-from edge.config import read_secret
-from edge.sinks import SINKS
-from edge.sinks.base import EventSinkParams, Item, Sink
+from edge.schema import read_secret
+from edge.sinks.base import SINKS, EventSinkParams, Item, Sink
 
 
 class WebhookParams(EventSinkParams):

@@ -1,0 +1,143 @@
+"""The composition root of `edge run`: config + command-line flags -> the running parts.
+
+Here, and only here, the pieces meet: the config file with the flags on top (`apply_overrides`,
+re-applied on every reload), the pidfile, the model, the pipeline (capture, chains, outbox),
+the service hooks and signals, the web page and the `edge run` printer. Each part knows
+nothing of the others' construction; `pipeline` imports only capture, model, postprocess,
+sinks and stats.
+
+Order matters for a user: everything that can be refused is checked before anything starts
+(an instance already running, the config, the model, the labels, the web bind), and whatever
+did start is stopped again when a later step fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import faulthandler
+import json
+import logging
+import sys
+from typing import Any
+
+from edge import config as configmod
+from edge import service
+from edge.capture.spec import apply_source
+from edge.demo import demo_clip
+from edge.events import Result
+from edge.model import load_configured, model_line
+from edge.pipeline import Pipeline
+from edge.web import access_from_config, start_web
+
+log = logging.getLogger(__name__)
+
+
+class Printer:
+    """`edge run` output: a line when the top label of a region changes, or JSON lines."""
+
+    def __init__(self, as_json: bool, events: bool = True, out=sys.stdout) -> None:
+        self.as_json, self.events, self.out = as_json, events, out
+        self.last: dict = {}
+
+    def configure(self, cfg) -> None:
+        """Event lines only when no log output already prints them to stdout."""
+        self.events = not logs_events_to_stdout(cfg)
+
+    def __call__(self, results: list[Result], events: list[dict]) -> None:
+        lines = []
+        if self.as_json:
+            lines += [json.dumps({"result": r.to_dict()}) for r in results]
+            lines += [json.dumps({"event": e}) for e in events]
+        else:
+            for r in results:
+                label = r.top[0][0] if r.top else None
+                if label != self.last.get(r.roi):
+                    self.last[r.roi] = label
+                    where = f" [{r.roi}]" if r.roi else ""
+                    score = f" {r.top[0][1]:.2f}" if r.top else ""
+                    lines.append(f"#{r.seq}{where} {label}{score}")
+            for e in events if self.events else ():
+                where = f" [{e['roi']}]" if e["roi"] else ""
+                kind, label = e["type"].upper(), e["label"]
+                lines.append(f"#{e['seq']}{where} {kind} {label} {e['score']:.2f}")
+        if lines:  # one write: lines from sink threads on the same stream never interleave
+            self.out.write("".join(line + "\n" for line in lines))
+            self.out.flush()
+
+
+def apply_overrides(cfg, args: argparse.Namespace) -> Any:
+    """--demo / --source / --model / --no-drop / --json on top of the config file."""
+    source = cfg.source
+    if getattr(args, "demo", False):
+        source = apply_source(source, str(demo_clip())).model_copy(update={"loop": True})
+    if getattr(args, "source", None):
+        source = apply_source(source, args.source)
+    if getattr(args, "no_drop", False):
+        source = source.model_copy(update={"realtime": False})  # as fast as it can be read
+    updates: dict = {"source": source} if source != cfg.source else {}
+    if getattr(args, "model", None):
+        updates["model"] = cfg.model.model_copy(update={"path": args.model})
+    if getattr(args, "json", False):  # stdout carries the JSON lines: log sinks move to stderr
+        outputs = [_log_to_stderr(spec) for spec in cfg.outputs]
+        if outputs != cfg.outputs:
+            updates["outputs"] = outputs
+    return cfg.model_copy(update=updates) if updates else cfg
+
+
+def _log_to_stderr(spec):
+    name, params = configmod.spec_items([spec])[0]
+    if name != "log" or params.stream != "stdout":
+        return spec
+    return spec.model_copy(update={"log": params.model_copy(update={"stream": "stderr"})})
+
+
+def logs_events_to_stdout(cfg) -> bool:
+    return any(
+        name == "log" and "enter" in params.events and params.stream == "stdout"
+        for name, params in configmod.spec_items(cfg.outputs)
+    )
+
+
+def start_checks(cfg) -> None:
+    """What a start refuses beyond the pipeline's own parts: the web page's bind and token.
+    A reload runs the same checks, so it never accepts what the next start would refuse."""
+    if cfg.web.enabled:
+        access_from_config(cfg.web)
+
+
+def config_path(args: argparse.Namespace) -> str | None:
+    """--config, else /etc/edge/edge.yaml when it exists, else none (all defaults)."""
+    default = configmod.DEFAULT_PATH
+    return args.config or (str(default) if default.exists() else None)
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """`edge run`: check everything that can be refused, start the parts, run the loop."""
+    faulthandler.enable()  # a watchdog kill (SIGABRT) prints every thread's stack to the journal
+
+    path = config_path(args)
+    cfg = apply_overrides(configmod.load(path), args)
+    pidfile = service.pidfile_for_run(getattr(args, "pidfile", None) or cfg.service.pidfile)
+    with service.PidFile(pidfile):  # another instance running: refused before the model loads
+        model = load_configured(cfg.model)
+        configmod.check_labels(cfg, model.labels, path or "<defaults>")
+        start_checks(cfg)
+        log.info("%s", model_line(model))
+        hooks = service.ServiceHooks(service.Notifier.from_env(), cfg.service.status_every_s)
+        printer = Printer(args.json)
+        printer.configure(cfg)
+        pipe = Pipeline(cfg, model, no_drop=args.no_drop, printer=printer, hooks=hooks,
+                        overrides=lambda c: apply_overrides(c, args), checks=start_checks,
+                        on_swap=printer.configure)
+        signals = service.install_signal_handlers(
+            on_reload=pipe.reload_event.set, on_stop=pipe.stop_event.set
+        )
+        web = None
+        try:
+            if cfg.web.enabled:
+                web = start_web(cfg.web, pipe)
+            return pipe.run(args.max_frames, args.duration, path)
+        finally:
+            if web is not None:
+                web.stop()
+            signals.restore()
