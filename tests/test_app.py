@@ -1,0 +1,169 @@
+"""`edge run` as a whole: what is refused before anything starts, what a failed start leaves
+behind (nothing), and reloads that never stall the frame loop or accept what a start refuses."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+
+import pytest
+from conftest import MODELS, TINY_MODEL
+from helpers import run_edge, wait_for
+
+from edge import app, config
+from edge.errors import EdgeError
+from edge.model import load_model
+from edge.pipeline import Pipeline
+
+
+@pytest.fixture(scope="module")
+def tiny(assets):
+    return load_model(TINY_MODEL, threads=1)
+
+
+def _sink_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("sink-") and t.is_alive()]
+
+
+def test_a_running_instance_is_refused_before_the_model_loads(tmp_path):
+    # a live process whose command line says edge holds the pidfile
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "edge"])
+    try:
+        pidfile = tmp_path / "edge.pid"
+        pidfile.write_text(f"{holder.pid}\n")
+        r = run_edge("run", "--pidfile", pidfile, "--model", tmp_path / "missing.tflite",
+                     "--source", MODELS.parent / "images")
+        assert r.returncode == 2, r.stderr
+        assert f"already running as pid {holder.pid}" in r.stderr
+        assert "missing.tflite" not in r.stderr  # the model was never looked at
+        assert "Traceback" not in r.stderr
+        assert pidfile.read_text() == f"{holder.pid}\n"  # left to its owner
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_reload_without_an_instance_exits_2(tmp_path):
+    r = run_edge("reload", "--pidfile", tmp_path / "none.pid")
+    assert r.returncode == 2 and "no running edge instance" in r.stderr
+
+
+def test_a_failed_start_stops_what_it_started(tiny, tmp_path):
+    cfg = config.parse(
+        "web: {enabled: false}\nsource: {kind: picamera2}\n"  # picamera2 is not installed here
+        f"outputs: [{{jsonl: {{path: '{tmp_path / 'e.jsonl'}'}}}}]\n"
+    )
+    stopped = []
+
+    class Hooks:
+        def on_stop(self):
+            stopped.append(True)
+
+    pipe = Pipeline(cfg, tiny, hooks=Hooks())
+    with pytest.raises(EdgeError, match="picamera2"):
+        pipe.run()
+    assert pipe.outbox is not None and pipe.outbox.started  # the outbox had started ...
+    assert wait_for(lambda: not _sink_threads(), 5), _sink_threads()  # ... and is stopped
+    assert stopped == [True]
+
+
+class Hanging:
+    """An HTTP server that accepts requests and never answers them."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/hook"
+        self.conns: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+def test_a_reload_closes_old_outputs_beside_the_loop(tiny, tmp_path, demo_clip):
+    hang = Hanging()
+    base = ("web: {enabled: false}\nservice: {stats_every_s: 0}\n"
+            f"source: {{kind: opencv, device: '{demo_clip}', loop: true}}\n"
+            "postprocess:\n  - hysteresis: {enter: 0.05, exit: 0.02, min_frames: 1}\n")
+    path = tmp_path / "edge.yaml"
+    path.write_text(base + f"outputs: [{{webhook: {{url: '{hang.url}', timeout_s: 30}}}}]\n")
+    pipe = Pipeline(config.load(path), tiny)
+    runner = threading.Thread(target=pipe.run, kwargs={"config_path": str(path)}, daemon=True)
+    runner.start()
+    try:
+        assert wait_for(lambda: hang.conns, 30)  # the webhook is stuck inside a request
+        path.write_text(base + "outputs: []\n")
+        pipe.reload_event.set()
+        assert wait_for(lambda: pipe._handover is not None, 30)
+        before = pipe.stats.classified
+        # frames keep coming while the old webhook output flushes (up to 5 s) and closes
+        assert wait_for(lambda: pipe.stats.classified >= before + 10, 30)
+        assert pipe._handover.is_alive()
+        assert pipe.view.cfg.outputs == []
+    finally:
+        pipe.stop_event.set()
+        runner.join(20)
+        hang.close()
+    assert not runner.is_alive()
+
+
+def test_a_reload_refuses_what_a_start_refuses_and_reports_restart_only_changes(
+        tiny, tmp_path, caplog):
+    path = tmp_path / "edge.yaml"
+    path.write_text("web: {bind: '127.0.0.1:8080'}\noutputs: []\n")
+    pipe = Pipeline(config.load(path), tiny, checks=app.start_checks)
+    path.write_text("web: {bind: '0.0.0.0:8080'}\noutputs: []\n")  # no token: start refuses
+    with caplog.at_level(logging.INFO, logger="edge.pipeline"):
+        assert pipe.reload(str(path)) is False
+    assert "reload rejected" in caplog.text and "token" in caplog.text
+    assert pipe.cfg.web.bind == "127.0.0.1:8080"
+    caplog.clear()
+    path.write_text("web: {bind: '127.0.0.1:9090'}\noutputs: []\n")
+    with caplog.at_level(logging.INFO, logger="edge.pipeline"):
+        assert pipe.reload(str(path)) is True
+    assert "web changed; it applies at the next restart" in caplog.text
+
+
+def test_fetch_of_an_installed_model_opens_no_download(tmp_path, assets):
+    dest = tmp_path / "models"
+    assert run_edge("models", "fetch", "mobilenet_v1_tiny", "--dir", dest,
+                    "--from", MODELS).returncode == 0
+    # offline now: any download attempt would fail at once on this dead proxy
+    dead = {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
+    r = run_edge("models", "fetch", "mobilenet_v1_tiny", "--dir", dest, env=dead)
+    assert r.returncode == 0, r.stderr
+    assert str(dest / TINY_MODEL.name) in r.stdout
+
+
+AFFINITY = """
+import json, os, sys
+os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+from edge.model import cpu_id, load_model
+m = load_model(sys.argv[1], threads="auto")
+print(json.dumps({"threads": m.threads, "cpu": cpu_id()}))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity here")
+def test_thread_tuning_counts_the_cores_this_process_may_use(tmp_path, assets):
+    r = subprocess.run([sys.executable, "-c", AFFINITY, str(TINY_MODEL)], capture_output=True,
+                       text=True, env={**os.environ, "EDGE_CACHE_DIR": str(tmp_path)}, timeout=120)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got["threads"] == 1 and got["cpu"].endswith("/1")
