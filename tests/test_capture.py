@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 from helpers import avi_jpegs, wait_for
 
-from edge.capture.runner import CaptureThread, LatestFrame
-from edge.capture.spec import apply_source, open_source, parse_source
 from edge.capture.auto import detect
 from edge.capture.base import Frame, SourceError
 from edge.capture.files import FilesSource
 from edge.capture.opencv import OpenCVSource
 from edge.capture.picamera2 import Picamera2Source, yuv420_to_rgb
+from edge.capture.runner import CaptureThread, LatestFrame
+from edge.capture.spec import apply_source, open_source, parse_source
 from edge.config import SourceConfig
 from edge.demo import make_clip
 from edge.errors import EdgeError
