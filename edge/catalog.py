@@ -40,7 +40,7 @@ CATALOG = {
             "mobilenet_v2_int8",
             "tf2_mobilenet_v2_1.0_224_ptq.tflite",
             "5d3137241276e79c86d14a74fe43581398ae0e815191d3dba45495b810840e8c",
-            "MobileNetV2 1.0 224, int8 post-training quantized, ImageNet (default)",
+            "MobileNetV2 1.0 224, int8 post-training quantized, ImageNet",
         ),
         KnownModel(
             "mobilenet_v2_quant",

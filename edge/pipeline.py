@@ -65,6 +65,7 @@ class View:
     on each reload (never mutated): readers need no lock and never see half a reload."""
 
     cfg: Any
+    model: dict  # Model.info of the model running
     regions: tuple[RegionView, ...]
     served_dirs: tuple[Path, ...]  # folders whose files the page may serve (snapshots)
     sink_stats: Callable[[], dict]
@@ -165,7 +166,6 @@ class Pipeline:
         self.checks = checks
         self.on_swap = on_swap
         self.stats = Stats()
-        self.stats.extra["model"] = model.info
         self.live = Live()
         self.stop_event = threading.Event()
         self.reload_event = threading.Event()
@@ -199,6 +199,7 @@ class Pipeline:
         outbox = self.outbox
         return View(
             cfg=self.cfg,
+            model=self.model.info,
             regions=tuple(RegionView(r.name, r.box, r.chain.watched(), r.chain.levels_of)
                           for r in self.regions),
             served_dirs=outbox.served_dirs() if outbox else (),
@@ -276,7 +277,6 @@ class Pipeline:
         self.plan = swap.plan
         if self.capture is not None:
             self._tune_capture()
-        self.stats.extra["model"] = swap.model.info
         if swap.source_changed and self.capture is not None:
             log.info("source changed: reopening the camera")
             self.capture.stop()  # closes the old slot: the loop reads from the new one
@@ -378,8 +378,8 @@ class Pipeline:
             events = [d for r, evs in per_region for d in self.outbox.publish(r, evs, frame)]
             for e in events:
                 self.stats.event(e["label"], e["type"])
-            self.stats.active = sorted({f"{r.roi}:{a}" if r.roi else a
-                                        for r in results for a in r.active})
+            self.stats.set_active(sorted({f"{r.roi}:{a}" if r.roi else a
+                                          for r in results for a in r.active}))
             self.live.update(frame, results, events)
             if self.printer:
                 self.printer(results, events)

@@ -145,7 +145,6 @@ class Stats:
         self.invoke_hist = Histogram()  # seconds, whole-frame invoke time
         self.latency_hist = Histogram()  # seconds, capture to result
         self.active: list[str] = []
-        self.extra: dict = {}  # e.g. model info, sink stats providers
 
     def frame_captured(self, mono: float) -> None:
         with self.lock:
@@ -174,6 +173,10 @@ class Stats:
         """Copies of the cumulative histograms (seconds), taken under the lock."""
         with self.lock:
             return {"invoke": self.invoke_hist.copy(), "latency": self.latency_hist.copy()}
+
+    def set_active(self, labels: list[str]) -> None:
+        with self.lock:
+            self.active = labels
 
     def event(self, label: str, kind: str) -> None:
         with self.lock:

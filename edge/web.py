@@ -197,7 +197,7 @@ def status(app: App) -> dict:
         "time": time.time(),
         "health": {"ok": ok, "reason": reason},
         "stats": snap,
-        "model": pipe.stats.extra.get("model") or {},
+        "model": pipe.view.model,
         "system": app.system.read(),
         "sinks": pipe.view.sink_stats(),
         "regions": regions_now(pipe),
@@ -374,7 +374,7 @@ class Metrics:
 
     @staticmethod
     def _model(pipe):
-        m = pipe.stats.extra.get("model") or {}
+        m = pipe.view.model
         info = GaugeMetricFamily("edge_model_info", "the model and backend in use",
                                  labels=["model", "backend", "backend_version", "threads"])
         info.add_metric([str(m.get(k, "")) for k in ("model", "backend", "backend_version",

@@ -3,7 +3,8 @@
 # asset mirror, then `edge run` on a demo clip made from the asset photos, with the web page.
 #   DEMO_SECONDS=0 scripts/demo.sh   runs until Ctrl-C (default: 60 s)
 source "$(dirname "$0")/_venv.sh"
-export EDGE_MODEL_DIR="${EDGE_MODEL_DIR:-$REPO/.cache/models}"
+# into the model directory every edge command uses (`edge models list` shows it), so the
+# README's next commands find the model too
 "$VENV/bin/edge" models fetch mobilenet_v2_int8 --from "$EDGE_ASSETS/models"
 seconds="${DEMO_SECONDS:-60}"
 duration=()

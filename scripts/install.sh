@@ -168,10 +168,12 @@ install_files() {
 }
 
 fetch_model() {
-    local args=(models fetch mobilenet_v2_int8 --dir "$STATE/models")
+    # The service's StateDirectory is $STATE: edge's own rule (edge/paths.py) puts models in
+    # $STATE/models, the folder the service will read them from.
+    local args=(models fetch mobilenet_v2_int8)
     [ -z "$MODEL_FROM" ] || args+=(--from "$MODEL_FROM")
-    step "edge ${args[*]}"
-    "$VENV/bin/edge" "${args[@]}"
+    step "STATE_DIRECTORY=$STATE edge ${args[*]}"
+    STATE_DIRECTORY="$STATE" "$VENV/bin/edge" "${args[@]}"
 }
 
 own_state() {
