@@ -350,7 +350,7 @@ class Pipeline:
 
 
 def apply_overrides(cfg, args) -> Any:
-    """--demo / --source / --model / --no-drop on top of the config file."""
+    """--demo / --source / --model / --no-drop / --json / --web on top of the config file."""
     from edge.capture import apply_source
 
     source = cfg.source
@@ -369,7 +369,16 @@ def apply_overrides(cfg, args) -> Any:
         outputs = [_log_to_stderr(spec) for spec in cfg.outputs]
         if outputs != cfg.outputs:
             updates["outputs"] = outputs
+    if offline_run(args) and cfg.web.enabled:  # an evaluation, not a service: no web page
+        updates["web"] = cfg.web.model_copy(update={"enabled": False})
     return cfg.model_copy(update=updates) if updates else cfg
+
+
+def offline_run(args) -> bool:
+    """`--no-drop --json` without `--web`: evaluating a file, nobody watches a page (and a
+    second evaluation must not fight the service over its port)."""
+    return bool(getattr(args, "no_drop", False) and getattr(args, "json", False)
+                and not getattr(args, "web", False))
 
 
 def _log_to_stderr(spec):

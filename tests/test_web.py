@@ -491,3 +491,21 @@ def test_bind_rules():
     assert token_ok(None, None, None)
     assert token_ok("t", "Bearer t", None) and token_ok("t", None, ["t"])
     assert not token_ok("t", None, None) and not token_ok("t", "Bearer x", ["t"])
+
+
+def test_offline_json_run_starts_no_web_server_unless_asked(tmp_path, demo_clip):
+    """`--no-drop --json` evaluates a file: no server (and no port taken) unless `--web`."""
+    from conftest import TINY_MODEL
+    from helpers import run_edge
+
+    cfg = tmp_path / "edge.yaml"
+    cfg.write_text('web: {bind: "127.0.0.1:0"}\n')
+    base = ("run", "-c", cfg, "--source", demo_clip, "--model", TINY_MODEL, "--no-drop",
+            "--max-frames", "3")
+    offline = run_edge(*base, "--json")
+    assert offline.returncode == 0, offline.stderr
+    assert len([ln for ln in offline.stdout.splitlines() if '"result"' in ln]) == 3
+    assert "web: serving" not in offline.stderr
+    for extra in (("--json", "--web"), ()):  # asked for, or not an offline --json run
+        r = run_edge(*base, *extra)
+        assert r.returncode == 0 and "web: serving http://127.0.0.1:" in r.stderr, (extra, r.stderr)
