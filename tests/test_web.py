@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -686,3 +687,153 @@ def test_header_tiles_and_visits(edge, browser):
       .map(li => [li.dataset.label, li.hidden])""")
     assert {lb for lb, hidden in shown if not hidden} == {"bird"}
     assert any(hidden for _, hidden in shown)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_open_visits_region_filter_and_a_stopped_server(tmp_path, images, browser):
+    """A cat that stays: an open visit per ROI ("since"); then the server stops and returns."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    port = free_port()
+    config = f"""
+source: {{loop: true, fps: 10}}
+model: {{threads: 1}}
+rois:
+  - {{name: left, box: [0, 0, 0.7, 1]}}
+  - {{name: right, box: [0.3, 0, 1, 1]}}
+postprocess:
+  - group: {{cat: ["tabby*", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat"]}}
+  - hysteresis: {{enter: 0.5, exit: 0.3, labels: [cat], min_frames: 2}}
+web: {{bind: "127.0.0.1:{port}"}}
+"""
+    cat = str(images / "cat.bmp")
+    e = Edge(tmp_path, config, cat)
+    try:
+        url = e.wait_url()
+        browser.get(url)
+        visits = """return [...document.querySelectorAll('#events li.visit')].map(li =>
+          [li.dataset.roi, li.dataset.exit, li.querySelector('.when').textContent, li.hidden])"""
+        rows = wait_for(lambda: (lambda v: len(v) == 2 and v)(browser.execute_script(visits)), 20,
+                        "an open visit per ROI")
+        assert {r[0] for r in rows} == {"left", "right"}
+        for _, exit_id, when, _ in rows:
+            assert exit_id == "" and re.match(r"since \d\d:\d\d:\d\d · ROI (left|right)", when)
+        Select(browser.find_element(By.ID, "filter-roi")).select_by_value("right")
+        assert [r[0] for r in browser.execute_script(visits) if not r[3]] == ["right"]
+
+        e.stop()
+        banner = wait_for(lambda: browser.execute_script(
+            "return document.body.classList.contains('offline') && "
+            "document.getElementById('offline').textContent"), 15, "the disconnected state")
+        assert re.match(r"disconnected since \d\d:\d\d:\d\d ", banner), banner
+        assert browser.find_element(By.ID, "health").text == "disconnected"
+        assert browser.execute_script("return document.getElementById('preview').src") == ""
+        # retries back off: 0.5 s, 1 s, 2 s, ... (10 s at most)
+        wait_for(lambda: "retrying in 2.0 s" in browser.find_element(By.ID, "offline").text, 15,
+                 "the third retry")
+
+        e = Edge(tmp_path, config, cat)  # the same port
+        e.wait_url()
+        wait_for(lambda: browser.execute_script(
+            "return !document.body.classList.contains('offline') && "
+            "document.getElementById('offline').hidden"), 30, "the page to recover")
+        wait_for(lambda: browser.find_element(By.ID, "health").text == "healthy", 20, "healthy")
+        wait_for(lambda: browser.execute_script(
+            "return document.getElementById('preview').naturalWidth") == 512, 20,
+            "the preview again")
+    finally:
+        e.stop()
+
+
+def test_lan_addresses_and_token_form_for_browsers(tmp_path, demo_clip, browser):
+    """Bound to 0.0.0.0: the log names this machine's LAN URLs; a browser gets a token form."""
+    from selenium.webdriver.common.by import By
+
+    from edge.netaddr import ipv4_addresses
+
+    token = "form-token-for-tests"
+    e = Edge(tmp_path, f'model: {{threads: 1}}\nweb: {{bind: "0.0.0.0:0", token: {token}}}\n',
+             str(demo_clip))
+    try:
+        url = e.wait_url().replace("0.0.0.0", "127.0.0.1")
+        port = url.rstrip("/").rsplit(":", 1)[1]
+        line = wait_for(lambda: re.search(r"web: from another device: (.*)", e.log.read_text()),
+                        10, "the LAN addresses line").group(1)
+        listed = re.findall(r"http://([\d.]+):(\d+)/", line)
+        assert listed == [(a, port) for a in ipv4_addresses()] and listed, line
+        ip = shutil.which("ip")
+        if ip:  # the same addresses as iproute2 reports (all read locally, nothing sent)
+            out = subprocess.run([ip, "-o", "-4", "addr", "show"], capture_output=True,
+                                 text=True).stdout
+            theirs = {m for m in re.findall(r"inet ([\d.]+)/", out) if not m.startswith("127.")}
+            assert {a for a, _ in listed} == theirs
+
+        html_accept = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+        for path in ("", "api/status"):
+            req = urllib.request.Request(url + path, headers=html_accept)
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(req, timeout=10)
+            body = err.value.read().decode()
+            assert err.value.code == 401 and err.value.headers["Content-Type"].startswith(
+                "text/html") and 'name="token"' in body and token not in body
+        # API and metrics clients (no text/html in Accept) keep the plain 401
+        for path, accept in (("metrics", "text/plain;version=0.0.4;q=0.9,*/*;q=0.1"),
+                             ("api/status", "*/*"), ("healthz", None)):
+            req = urllib.request.Request(url + path, headers={"Accept": accept} if accept else {})
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(req, timeout=10)
+            assert err.value.code == 401 and err.value.headers["Content-Type"].startswith(
+                "text/plain") and err.value.read().startswith(b"unauthorized"), path
+
+        browser.get(url)
+        box = wait_for(lambda: browser.find_elements(By.NAME, "token"), 10, "the token form")[0]
+        box.send_keys("wrong\n")
+        wait_for(lambda: "wrong token" in browser.page_source, 10, "'wrong token'")
+        browser.find_element(By.NAME, "token").send_keys(token + "\n")
+        wait_for(lambda: browser.find_elements(By.ID, "health")
+                 and browser.find_element(By.ID, "health").text == "healthy", 20,
+                 "the page, with the token")
+        assert f"token={token}" in browser.current_url
+        wait_for(lambda: browser.execute_script(
+            "return document.getElementById('preview').naturalWidth") == 640, 20, "the preview")
+    finally:
+        e.stop()
+
+
+def test_netaddr_reads_the_kernel_tables(tmp_path):
+    from edge.netaddr import ipv4_addresses, ipv6_addresses
+
+    fib = tmp_path / "fib_trie"
+    fib.write_text("""Main:
+  +-- 0.0.0.0/0 3 0 5
+     |-- 0.0.0.0
+        /0 universe UNICAST
+     +-- 127.0.0.0/8 2 0 2
+           |-- 127.0.0.1
+              /32 host LOCAL
+     +-- 192.168.1.0/24 2 0 2
+           |-- 192.168.1.0
+              /24 link UNICAST
+           |-- 192.168.1.23
+              /32 host LOCAL
+        |-- 192.168.1.255
+           /32 link BROADCAST
+Local:
+           |-- 192.168.1.23
+              /32 host LOCAL
+           |-- 10.0.0.5
+              /32 host LOCAL
+""")
+    assert ipv4_addresses(fib) == ["192.168.1.23", "10.0.0.5"]
+    inet6 = tmp_path / "if_inet6"
+    inet6.write_text("fd000000000000000000000000000002 04 40 00 82     eth0\n"
+                     "00000000000000000000000000000001 01 80 10 80       lo\n"
+                     "fe8000000000000000fc00fffe000001 04 40 20 80     eth0\n")
+    assert ipv6_addresses(inet6) == ["fd00::2"]
+    assert ipv4_addresses(tmp_path / "missing") == [] == ipv6_addresses(tmp_path / "missing")
