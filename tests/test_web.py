@@ -421,7 +421,7 @@ source: {{stall_timeout_s: 1, backoff_initial_s: 0.5}}
 model: {{threads: 1}}
 {CHAIN}
 web: {{bind: "0.0.0.0:0", token_file: {tmp_path / "token"}}}
-""", camera.url)
+""", camera.url.replace("http://", "http://viewer:pa55word@"))
     try:
         url = e.wait_url().replace("0.0.0.0", "127.0.0.1")
         for path in ("", "healthz", "api/status", "api/config", "metrics", "stream.mjpg",
@@ -435,6 +435,9 @@ web: {{bind: "0.0.0.0:0", token_file: {tmp_path / "token"}}}
         wait_for(lambda: http(url + "healthz", token)[0] == 200, 30, "healthz 200 on the stream")
         cfg = get_json(url + "api/config", token)
         assert cfg["web"]["token"] is None and cfg["web"]["token_file"]
+        source = get_json(url + "api/status", token)["source"]  # what the page's header shows
+        assert source == {"kind": "opencv", "device": camera.url.replace("http://", "http://***@"),
+                          "path": None, "width": 640, "height": 480}, source
         frames = read_mjpeg_frames(url + "stream.mjpg?token=" + token, 2)
         assert frames[0].shape == (480, 640, 3)
 
