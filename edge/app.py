@@ -66,7 +66,7 @@ class Printer:
 
 
 def apply_overrides(cfg, args: argparse.Namespace) -> Any:
-    """--demo / --source / --model / --no-drop / --json on top of the config file."""
+    """--demo / --source / --model / --no-drop / --json / --web on top of the config file."""
     source = cfg.source
     if getattr(args, "demo", False):
         source = apply_source(source, str(demo_clip())).model_copy(update={"loop": True})
@@ -81,7 +81,16 @@ def apply_overrides(cfg, args: argparse.Namespace) -> Any:
         outputs = [_log_to_stderr(spec) for spec in cfg.outputs]
         if outputs != cfg.outputs:
             updates["outputs"] = outputs
+    if offline_run(args) and cfg.web.enabled:  # an evaluation, not a service: no web page
+        updates["web"] = cfg.web.model_copy(update={"enabled": False})
     return cfg.model_copy(update=updates) if updates else cfg
+
+
+def offline_run(args) -> bool:
+    """`--no-drop --json` without `--web`: evaluating a file, nobody watches a page (and a
+    second evaluation must not fight the service over its port)."""
+    return bool(getattr(args, "no_drop", False) and getattr(args, "json", False)
+                and not getattr(args, "web", False))
 
 
 def _log_to_stderr(spec):

@@ -208,6 +208,8 @@ def _run_setup(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-drop", action="store_true",
                    help="classify every frame of a file or video, in order (offline evaluation)")
     p.add_argument("--json", action="store_true", help="print every result as a JSON line")
+    p.add_argument("--web", action="store_true",
+                   help="serve the web page even with --no-drop --json (which skip it)")
     p.add_argument("--pidfile", help="write the pid here (for `edge reload`)")
     p.add_argument("--demo", action="store_true",
                    help="run on a demo clip made from the test photos (no camera needed)")

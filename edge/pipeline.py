@@ -65,6 +65,7 @@ class View:
     on each reload (never mutated): readers need no lock and never see half a reload."""
 
     cfg: Any
+    source: dict  # the source settings, credentials masked (the page's header)
     model: dict  # Model.info of the model running
     regions: tuple[RegionView, ...]
     served_dirs: tuple[Path, ...]  # folders whose files the page may serve (snapshots)
@@ -199,6 +200,7 @@ class Pipeline:
         outbox = self.outbox
         return View(
             cfg=self.cfg,
+            source=configmod.masked(self.cfg)["source"],
             model=self.model.info,
             regions=tuple(RegionView(r.name, r.box, r.chain.watched(), r.chain.levels_of)
                           for r in self.regions),

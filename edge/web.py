@@ -12,6 +12,7 @@ needs a token, checked on every request (the page, the stream, the API, the snap
 from __future__ import annotations
 
 import hmac
+import html
 import ipaddress
 import json
 import logging
@@ -35,6 +36,7 @@ from prometheus_client.core import (
 
 from edge import config as configmod
 from edge.errors import EdgeError
+from edge.netaddr import lan_urls
 from edge.overlay import draw_text
 from edge.sinks.files import jpeg, scale_to_width
 from edge.stats import THROTTLE_BITS, Histogram
@@ -188,6 +190,17 @@ def regions_now(pipe) -> list[dict]:
     return out
 
 
+def source_info(pipe) -> dict:
+    """What the page's header names: the configured source (credentials masked) and the size
+    of the frames actually arriving (None before the first one)."""
+    src = pipe.view.source
+    with pipe.live.lock:
+        frame = pipe.live.frame
+    h, w = frame.image.shape[:2] if frame is not None else (None, None)
+    return {"kind": src["kind"], "device": src["device"], "path": src["path"],
+            "width": w, "height": h}
+
+
 def status(app: App) -> dict:
     pipe = app.pipe
     snap = pipe.stats.summary()
@@ -201,12 +214,19 @@ def status(app: App) -> dict:
         "system": app.system.read(),
         "sinks": pipe.view.sink_stats(),
         "regions": regions_now(pipe),
+        "source": source_info(pipe),
         "last_event": pipe.live.event_seq,
         "web": {"viewers": app.viewers, "preview_fps": app.preview.fps},
     }
 
 
 # ------------------------------------------------------------------ preview
+
+
+def text_scale(width: int) -> float:
+    """Font scale of the preview's text: ~19 px tall at 640 px wide, so still ~11 CSS px
+    when a phone shows the preview 370 px wide."""
+    return max(0.4, width / 740)
 
 
 def render(frame, regions: list, results: dict, quality: int = 80) -> bytes:
@@ -216,7 +236,7 @@ def render(frame, regions: list, results: dict, quality: int = 80) -> bytes:
     rgb = scale_to_width(frame.image, PREVIEW_WIDTH, cv2.INTER_LINEAR)
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)  # a copy: the frame itself stays untouched
     h, w = bgr.shape[:2]
-    scale = max(0.4, w / 1100)
+    scale = text_scale(w)
     for region in regions:
         r = results.get(region.name)
         x0, y0, x1, y1 = region.box or (0.0, 0.0, 1.0, 1.0)
@@ -232,7 +252,7 @@ def render(frame, regions: list, results: dict, quality: int = 80) -> bytes:
         if text:
             draw_text(bgr, text, p0[0], p0[1], color, scale)
     stamp = time.strftime("%H:%M:%S", time.localtime(frame.ts)) + f"  #{frame.seq}"
-    draw_text(bgr, stamp, 0, h, (230, 230, 230), scale * 0.8)
+    draw_text(bgr, stamp, 0, h, (230, 230, 230), scale)
     return jpeg(bgr, quality)
 
 
@@ -407,6 +427,26 @@ CSP = ("default-src 'none'; img-src 'self' data:; connect-src 'self'; "
        "style-src 'unsafe-inline'; script-src 'unsafe-inline'")
 
 
+FORM_CSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"
+
+
+def token_form(path: str, tried: bool) -> bytes:
+    """A form that GETs the same path with ?token=: the page then passes the token on."""
+    action = html.escape(path if path.startswith("/") else "/", quote=True)
+    note = '<p class="bad">wrong token</p>' if tried else ""
+    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>edge: token</title>
+<style>body{{font:16px system-ui,sans-serif;background:#15181c;color:#e6e8eb;margin:0;
+display:flex;justify-content:center;padding-top:15vh}}form{{display:flex;flex-direction:column;
+gap:10px;width:min(320px,90vw)}}input,button{{font:inherit;padding:8px}}.bad{{color:#f85149}}
+p{{margin:0}}</style></head><body><form method="get" action="{action}">
+<h1 style="font-size:20px;margin:0">edge</h1><p>This page needs the access token
+(<code>web.token</code> or the file named by <code>web.token_file</code>).</p>{note}
+<input name="token" type="password" autocomplete="current-password" placeholder="token"
+aria-label="token" required autofocus><button type="submit">Open</button></form></body></html>
+""".encode()
+
+
 class App:
     """What the handlers share: the pipeline, the access rules, the preview and the registry."""
 
@@ -445,6 +485,15 @@ class Handler(BaseHTTPRequestHandler):
     def _text(self, code: int, text: str, extra: dict | None = None) -> None:
         self._send(code, (text + "\n").encode(), "text/plain; charset=utf-8", extra)
 
+    def _unauthorized(self, path: str, tried: bool) -> None:
+        """401: a token form for a browser (it asks for text/html), the plain text for others."""
+        extra = {"WWW-Authenticate": 'Bearer realm="edge"'}
+        if "text/html" in self.headers.get("Accept", ""):
+            self._send(401, token_form(path, tried), "text/html; charset=utf-8",
+                       {**extra, "Content-Security-Policy": FORM_CSP})
+            return
+        self._text(401, "unauthorized: send Authorization: Bearer <web.token> or ?token=", extra)
+
     def _refuse(self) -> None:
         self._text(405, "read-only: no endpoint changes state", {"Allow": "GET"})
 
@@ -455,8 +504,7 @@ class Handler(BaseHTTPRequestHandler):
         query = parse_qs(url.query)
         app = self.app
         if not token_ok(app.access.token, self.headers.get("Authorization"), query.get("token")):
-            self._text(401, "unauthorized: send Authorization: Bearer <web.token> or ?token=",
-                       {"WWW-Authenticate": 'Bearer realm="edge"'})
+            self._unauthorized(url.path, "token" in query)
             return
         path = url.path
         try:
@@ -581,6 +629,9 @@ class WebServer:
         self.thread.start()
         auth = "token required" if self.access.token else "no token: loopback only"
         log.info("web: serving %s (%s)", self.url, auth)
+        lan = lan_urls(*self.httpd.server_address[:2])
+        if lan:
+            log.info("web: from another device: %s", " or ".join(lan))
         return self
 
     def stop(self) -> None:

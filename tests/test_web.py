@@ -7,11 +7,13 @@ HTTP and then stops sending frames, which is what a dead network camera does.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -310,7 +312,7 @@ def test_page_preview_updates_and_bars_move(edge, browser, tmp_path):
     from selenium.webdriver.common.by import By
 
     browser.get(edge.url)
-    wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, ".row .fill")) == 3, 20,
+    wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, ".row.watched .fill")) == 3, 20,
              "three score bars")
     header = browser.find_element(By.ID, "model").text
     assert "XNNPACK 1 partition" in header and "tf2_mobilenet_v2_1.0_224_ptq" in header
@@ -328,10 +330,10 @@ def test_page_preview_updates_and_bars_move(edge, browser, tmp_path):
                                          cv2.IMREAD_COLOR).astype(int) - first).mean() > 1,
              10, "the preview to change")
 
-    widths = "return [...document.querySelectorAll('.row .fill')].map(f => f.style.width)"
+    widths = "return [...document.querySelectorAll('.row.watched .fill')].map(f => f.style.width)"
     before = browser.execute_script(widths)
     wait_for(lambda: browser.execute_script(widths) != before, 10, "the score bars to move")
-    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#events li[data-id]"), 10,
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#events li.visit"), 10,
              "events listed")
     wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#events li img"), 10,
              "an event snapshot")
@@ -419,7 +421,7 @@ source: {{stall_timeout_s: 1, backoff_initial_s: 0.5}}
 model: {{threads: 1}}
 {CHAIN}
 web: {{bind: "0.0.0.0:0", token_file: {tmp_path / "token"}}}
-""", camera.url)
+""", camera.url.replace("http://", "http://viewer:pa55word@"))
     try:
         url = e.wait_url().replace("0.0.0.0", "127.0.0.1")
         for path in ("", "healthz", "api/status", "api/config", "metrics", "stream.mjpg",
@@ -433,6 +435,9 @@ web: {{bind: "0.0.0.0:0", token_file: {tmp_path / "token"}}}
         wait_for(lambda: http(url + "healthz", token)[0] == 200, 30, "healthz 200 on the stream")
         cfg = get_json(url + "api/config", token)
         assert cfg["web"]["token"] is None and cfg["web"]["token_file"]
+        source = get_json(url + "api/status", token)["source"]  # what the page's header shows
+        assert source == {"kind": "opencv", "device": camera.url.replace("http://", "http://***@"),
+                          "path": None, "width": 640, "height": 480}, source
         frames = read_mjpeg_frames(url + "stream.mjpg?token=" + token, 2)
         assert frames[0].shape == (480, 640, 3)
 
@@ -491,3 +496,347 @@ def test_bind_rules():
     assert token_ok(None, None, None)
     assert token_ok("t", "Bearer t", None) and token_ok("t", None, ["t"])
     assert not token_ok("t", None, None) and not token_ok("t", "Bearer x", ["t"])
+
+
+def test_offline_json_run_starts_no_web_server_unless_asked(tmp_path, demo_clip):
+    """`--no-drop --json` evaluates a file: no server (and no port taken) unless `--web`."""
+    from conftest import TINY_MODEL
+    from helpers import run_edge
+
+    cfg = tmp_path / "edge.yaml"
+    cfg.write_text('web: {bind: "127.0.0.1:0"}\n')
+    base = ("run", "-c", cfg, "--source", demo_clip, "--model", TINY_MODEL, "--no-drop",
+            "--max-frames", "3")
+    offline = run_edge(*base, "--json")
+    assert offline.returncode == 0, offline.stderr
+    assert len([ln for ln in offline.stdout.splitlines() if '"result"' in ln]) == 3
+    assert "web: serving" not in offline.stderr
+    for extra in (("--json", "--web"), ()):  # asked for, or not an offline --json run
+        r = run_edge(*base, *extra)
+        assert r.returncode == 0 and "web: serving http://127.0.0.1:" in r.stderr, (extra, r.stderr)
+
+
+# ------------------------------------------------------------------ the page: issue 18
+
+
+ROWS_JS = """const b = document.getElementById('regions');
+return [[...b.querySelectorAll('.row')].map(r => [r.dataset.label, r.dataset.kind]),
+        +(b.dataset.setChanges || 0), +(b.dataset.polls || 0)];"""
+DURATION = re.compile(r"^(\d\.\d s|\d+ s|\d+ min \d+ s|\d+ h \d+ min|\d+ d \d+ h)$")
+HMS = re.compile(r"\b\d\d:\d\d:\d\d\b")
+
+
+def iso(ts: str) -> datetime.datetime:
+    return datetime.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def next_poll(browser, after: int) -> tuple[list, int, int]:
+    """The score rows, the sticky-set change count and the poll count once a new poll rendered."""
+    return wait_for(lambda: (lambda got: got if got[2] > after else None)(
+        browser.execute_script(ROWS_JS)), 10, "the next status poll", every=0.05)
+
+
+def test_score_bars_keep_a_stable_set_and_pins_stay(edge, browser):
+    """On the clip that cuts between photos the top-5 reshuffles constantly; the bars do not."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(edge.url)
+    rows, changes, poll = next_poll(browser, 0)
+    sticky = browser.execute_script("return STICKY")
+    samples, tops = [], []
+    t0 = time.monotonic()
+    for _ in range(40):
+        rows, changes, poll = next_poll(browser, poll)
+        samples.append(([label for label, _ in rows], changes))
+        tops.append([lb for lb, _ in get_json(edge.url + "api/status")["regions"][0]["top"]])
+    spent = time.monotonic() - t0
+    top_changes = sum(a != b for a, b in zip(tops, tops[1:], strict=False))
+    assert top_changes >= 10, tops  # the clip does reshuffle the top labels
+    order_changes = 0
+    for (a, ca), (b, cb) in zip(samples, samples[1:], strict=False):
+        assert a[:3] == ["cat", "bird", "daisy"]  # the watched labels, in the chain's order
+        if a != b:
+            order_changes += 1
+            assert cb > ca, (a, b)  # rows move only when the sticky set changes, never by score
+    # each slot fills once and is replaced at most once per hold time; a drop follows a join
+    bound = 2 * sticky["n"] * (1 + int(spent // sticky["holdS"]) + 1)
+    assert order_changes <= samples[-1][1] - samples[0][1] <= bound < top_changes, (
+        order_changes, samples[-1][1] - samples[0][1], bound, top_changes)
+    assert len(samples[-1][0]) > 3  # the sticky top-N is there beside the watched labels
+
+    # Pin a sticky label by a click: it stays, across a reload (the sticky set starts empty).
+    label = next(lb for lb, kind in rows if kind == "sticky")
+    browser.find_element(By.CSS_SELECTOR, f'.row[data-label="{label}"] .name').click()
+    rows, _, poll = next_poll(browser, poll)
+    assert [label, "pinned"] in rows
+    browser.refresh()
+    poll = 0
+    for _ in range(8):
+        rows, _, poll = next_poll(browser, poll)
+        assert rows[3] == [label, "pinned"], rows  # right after the watched labels
+    browser.find_element(By.CSS_SELECTOR, f'.row[data-label="{label}"] .name').click()
+    rows, _, poll = next_poll(browser, poll)
+    assert [label, "pinned"] not in rows
+
+
+def test_long_pinned_label_is_ellipsised_and_sparklines_break_at_gaps(edge, browser):
+    long = "a label far too long to fit in the name column of the score bars"
+    browser.get(edge.url)
+    browser.execute_script(
+        "localStorage.setItem('edge.pins', JSON.stringify({'': [arguments[0]]}))", long)
+    browser.refresh()
+    next_poll(browser, 1)
+    name = browser.execute_script(
+        "const n = document.querySelector(`.row[data-label='${arguments[0]}'] .name`);"
+        "return [n.scrollWidth, n.clientWidth, n.title, getComputedStyle(n).textOverflow,"
+        "n.closest('.row').querySelector('.val').textContent]", long)
+    assert name[0] > name[1] and name[2].startswith(long) and name[3] == "ellipsis", name
+    assert name[4] == "–"  # never in the top: no score, not a made-up 0.00
+    # The sparkline of a label without data has no line; bird's (watched) has one.
+    blue = """const c = document.querySelector(`.row[data-label='${arguments[0]}'] .spark`);
+      const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;
+      for (let i = 0; i < d.length; i += 4) n += d[i] < 110 && d[i + 2] > 180; return n;"""
+    assert browser.execute_script(blue, long) == 0
+    wait_for(lambda: browser.execute_script(blue, "bird") > 50, 10, "bird's sparkline")
+    # Split where a sample is missing (null) or none came for longer than GAP_S.
+    segs = browser.execute_script(
+        "return segments([[0, .1], [.25, .2], [.5, null], [.75, .3], [1, .4], [9, .5]])")
+    assert segs == [[[0, 0.1], [0.25, 0.2]], [[0.75, 0.3], [1, 0.4]], [[9, 0.5]]]
+
+
+def test_phone_first_screen_shows_preview_scores_and_visits(edge, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    from edge.web import text_scale
+
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                            {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True})
+    browser.get(edge.url)
+    wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#regions .row")) > 3, 20,
+             "the score bars")
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#events li.visit"), 20, "visits")
+    preview = browser.find_element(By.ID, "preview")
+    wait_for(lambda: browser.execute_script("return arguments[0].naturalWidth", preview), 20,
+             "the preview image")
+    top = "return document.getElementById(arguments[0]).getBoundingClientRect().top"
+    height = browser.execute_script("return innerHeight")
+    assert height == 844 and browser.execute_script("return innerWidth") == 390
+    tops = {k: browser.execute_script(top, k) for k in ("preview", "scores", "visits", "stats")}
+    assert tops["preview"] < tops["scores"] < tops["visits"] < height < tops["stats"], tops
+    # the preview's text (drawn into the JPEG) is still ~11 CSS px at the phone's width
+    natural, shown = browser.execute_script(
+        "const i = arguments[0]; return [i.naturalWidth, i.getBoundingClientRect().width]",
+        preview)
+    scale = text_scale(natural)
+    (_, text_px), _ = cv2.getTextSize("cat 0.84", cv2.FONT_HERSHEY_SIMPLEX, scale,
+                                      max(1, round(scale * 2)))
+    assert text_px * shown / natural >= 10, (text_px, shown, natural)
+    assert browser.save_screenshot(str(tmp_path / "phone.png"))
+
+
+def test_header_tiles_and_visits(edge, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    browser.get(edge.url)
+    wait_for(lambda: "640×480" in browser.find_element(By.ID, "source").text, 20, "the source")
+    assert f"source: {edge.cfg.parent.parent}" in browser.find_element(By.ID, "source").text
+    # tiles: the n/a ones hidden (no SoC temperature or vcgencmd here), one height, no reflow
+    system = get_json(edge.url + "api/status")["system"]
+    tiles = """return [...document.querySelectorAll('#stats .tile')].filter(t => !t.hidden)
+      .map(t => [t.dataset.key, t.querySelector('.v').textContent, t.offsetHeight])"""
+    seen = []
+    for _ in range(3):
+        got = wait_for(lambda: browser.execute_script(tiles), 10, "tiles")
+        seen.append(got)
+        time.sleep(0.3)  # a few polls apart
+    keys = [k for k, _, _ in seen[0]]
+    assert ("temperature" in keys) == (system["cpu_temperature_c"] is not None)
+    assert ("throttling" in keys) == (system["throttled"] is not None)
+    assert len({h for s in seen for _, _, h in s}) == 1  # one height, poll after poll
+    assert all(v != "n/a" for s in seen for _, v, _ in s)
+    uptime = dict((k, v) for k, v, _ in seen[-1])["uptime"]
+    assert DURATION.match(uptime), uptime
+    fd = "return [0.4, 24, 192, 7500, 90000].map(fmtDuration)"
+    assert browser.execute_script(fd) == ["0.4 s", "24 s", "3 min 12 s", "2 h 5 min", "1 d 1 h"]
+
+    # visits: one row per enter -> exit, with its duration; 24-hour times
+    def closed():
+        return browser.execute_script("""return [...document.querySelectorAll('#events li.visit')]
+          .filter(li => li.dataset.enter && li.dataset.exit)
+          .map(li => [+li.dataset.enter, +li.dataset.exit, li.dataset.label,
+                      li.querySelector('.type').textContent,
+                      li.querySelector('.when').textContent])""")
+    rows = wait_for(lambda: len(closed()) >= 3 and closed(), 20, "closed visits")
+    events = {e["id"]: e for e in get_json(edge.url + "api/events?since=0")["events"]}
+    checked = 0
+    for enter_id, exit_id, label, dur, when in rows:
+        assert HMS.search(when) and not re.search(r"\b[AP]M\b", when), when
+        if enter_id not in events or exit_id not in events:
+            continue  # older than the API's window
+        a, b = events[enter_id], events[exit_id]
+        assert (a["type"], b["type"], a["label"], b["label"]) == ("enter", "exit", label, label)
+        between = [e for i, e in events.items() if enter_id < i < exit_id
+                   and e["label"] == label and e["roi"] == a["roi"]]
+        assert not between  # the exit closes that enter, nothing in between
+        spent = (iso(b["ts"]) - iso(a["ts"])).total_seconds()
+        assert DURATION.match(dur) and (spent >= 10 or dur == f"{spent:.1f} s"), (dur, spent)
+        checked += 1
+    assert checked >= 2
+    assert len({r[0] for r in rows}) == len(rows)  # one row per visit
+    # filter by label
+    Select(browser.find_element(By.ID, "filter-label")).select_by_value("bird")
+    shown = browser.execute_script("""return [...document.querySelectorAll('#events li.visit')]
+      .map(li => [li.dataset.label, li.hidden])""")
+    assert {lb for lb, hidden in shown if not hidden} == {"bird"}
+    assert any(hidden for _, hidden in shown)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_open_visits_region_filter_and_a_stopped_server(tmp_path, images, browser):
+    """A cat that stays: an open visit per ROI ("since"); then the server stops and returns."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    port = free_port()
+    config = f"""
+source: {{loop: true, fps: 10}}
+model: {{threads: 1}}
+rois:
+  - {{name: left, box: [0, 0, 0.7, 1]}}
+  - {{name: right, box: [0.3, 0, 1, 1]}}
+postprocess:
+  - group: {{cat: ["tabby*", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat"]}}
+  - hysteresis: {{enter: 0.5, exit: 0.3, labels: [cat], min_frames: 2}}
+web: {{bind: "127.0.0.1:{port}"}}
+"""
+    cat = str(images / "cat.bmp")
+    e = Edge(tmp_path, config, cat)
+    try:
+        url = e.wait_url()
+        browser.get(url)
+        visits = """return [...document.querySelectorAll('#events li.visit')].map(li =>
+          [li.dataset.roi, li.dataset.exit, li.querySelector('.when').textContent, li.hidden])"""
+        rows = wait_for(lambda: (lambda v: len(v) == 2 and v)(browser.execute_script(visits)), 20,
+                        "an open visit per ROI")
+        assert {r[0] for r in rows} == {"left", "right"}
+        for _, exit_id, when, _ in rows:
+            assert exit_id == "" and re.match(r"since \d\d:\d\d:\d\d · ROI (left|right)", when)
+        Select(browser.find_element(By.ID, "filter-roi")).select_by_value("right")
+        assert [r[0] for r in browser.execute_script(visits) if not r[3]] == ["right"]
+
+        e.stop()
+        banner = wait_for(lambda: browser.execute_script(
+            "return document.body.classList.contains('offline') && "
+            "document.getElementById('offline').textContent"), 15, "the disconnected state")
+        assert re.match(r"disconnected since \d\d:\d\d:\d\d ", banner), banner
+        assert browser.find_element(By.ID, "health").text == "disconnected"
+        assert browser.execute_script("return document.getElementById('preview').src") == ""
+        # retries back off: 0.5 s, 1 s, 2 s, ... (10 s at most)
+        wait_for(lambda: "retrying in 2.0 s" in browser.find_element(By.ID, "offline").text, 15,
+                 "the third retry")
+
+        e = Edge(tmp_path, config, cat)  # the same port
+        e.wait_url()
+        wait_for(lambda: browser.execute_script(
+            "return !document.body.classList.contains('offline') && "
+            "document.getElementById('offline').hidden"), 30, "the page to recover")
+        wait_for(lambda: browser.find_element(By.ID, "health").text == "healthy", 20, "healthy")
+        wait_for(lambda: browser.execute_script(
+            "return document.getElementById('preview').naturalWidth") == 512, 20,
+            "the preview again")
+    finally:
+        e.stop()
+
+
+def test_lan_addresses_and_token_form_for_browsers(tmp_path, demo_clip, browser):
+    """Bound to 0.0.0.0: the log names this machine's LAN URLs; a browser gets a token form."""
+    from selenium.webdriver.common.by import By
+
+    from edge.netaddr import ipv4_addresses
+
+    token = "form-token-for-tests"
+    e = Edge(tmp_path, f'model: {{threads: 1}}\nweb: {{bind: "0.0.0.0:0", token: {token}}}\n',
+             str(demo_clip))
+    try:
+        url = e.wait_url().replace("0.0.0.0", "127.0.0.1")
+        port = url.rstrip("/").rsplit(":", 1)[1]
+        line = wait_for(lambda: re.search(r"web: from another device: (.*)", e.log.read_text()),
+                        10, "the LAN addresses line").group(1)
+        listed = re.findall(r"http://([\d.]+):(\d+)/", line)
+        assert listed == [(a, port) for a in ipv4_addresses()] and listed, line
+        ip = shutil.which("ip")
+        if ip:  # the same addresses as iproute2 reports (all read locally, nothing sent)
+            out = subprocess.run([ip, "-o", "-4", "addr", "show"], capture_output=True,
+                                 text=True).stdout
+            theirs = {m for m in re.findall(r"inet ([\d.]+)/", out) if not m.startswith("127.")}
+            assert {a for a, _ in listed} == theirs
+
+        html_accept = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+        for path in ("", "api/status"):
+            req = urllib.request.Request(url + path, headers=html_accept)
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(req, timeout=10)
+            body = err.value.read().decode()
+            assert err.value.code == 401 and err.value.headers["Content-Type"].startswith(
+                "text/html") and 'name="token"' in body and token not in body
+        # API and metrics clients (no text/html in Accept) keep the plain 401
+        for path, accept in (("metrics", "text/plain;version=0.0.4;q=0.9,*/*;q=0.1"),
+                             ("api/status", "*/*"), ("healthz", None)):
+            req = urllib.request.Request(url + path, headers={"Accept": accept} if accept else {})
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(req, timeout=10)
+            assert err.value.code == 401 and err.value.headers["Content-Type"].startswith(
+                "text/plain") and err.value.read().startswith(b"unauthorized"), path
+
+        browser.get(url)
+        box = wait_for(lambda: browser.find_elements(By.NAME, "token"), 10, "the token form")[0]
+        box.send_keys("wrong\n")
+        wait_for(lambda: "wrong token" in browser.page_source, 10, "'wrong token'")
+        browser.find_element(By.NAME, "token").send_keys(token + "\n")
+        wait_for(lambda: browser.find_elements(By.ID, "health")
+                 and browser.find_element(By.ID, "health").text == "healthy", 20,
+                 "the page, with the token")
+        assert f"token={token}" in browser.current_url
+        wait_for(lambda: browser.execute_script(
+            "return document.getElementById('preview').naturalWidth") == 640, 20, "the preview")
+    finally:
+        e.stop()
+
+
+def test_netaddr_reads_the_kernel_tables(tmp_path):
+    from edge.netaddr import ipv4_addresses, ipv6_addresses
+
+    fib = tmp_path / "fib_trie"
+    fib.write_text("""Main:
+  +-- 0.0.0.0/0 3 0 5
+     |-- 0.0.0.0
+        /0 universe UNICAST
+     +-- 127.0.0.0/8 2 0 2
+           |-- 127.0.0.1
+              /32 host LOCAL
+     +-- 192.168.1.0/24 2 0 2
+           |-- 192.168.1.0
+              /24 link UNICAST
+           |-- 192.168.1.23
+              /32 host LOCAL
+        |-- 192.168.1.255
+           /32 link BROADCAST
+Local:
+           |-- 192.168.1.23
+              /32 host LOCAL
+           |-- 10.0.0.5
+              /32 host LOCAL
+""")
+    assert ipv4_addresses(fib) == ["192.168.1.23", "10.0.0.5"]
+    inet6 = tmp_path / "if_inet6"
+    inet6.write_text("fd000000000000000000000000000002 04 40 00 82     eth0\n"
+                     "00000000000000000000000000000001 01 80 10 80       lo\n"
+                     "fe8000000000000000fc00fffe000001 04 40 20 80     eth0\n")
+    assert ipv6_addresses(inet6) == ["fd00::2"]
+    assert ipv4_addresses(tmp_path / "missing") == [] == ipv6_addresses(tmp_path / "missing")
