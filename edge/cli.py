@@ -70,8 +70,12 @@ def model_from_args(args: argparse.Namespace, model_cfg=None):
 
 def load_configured_model(model_cfg):
     """The model a config's `model:` section names (no command-line overrides)."""
+    from edge.task import require
+
     blank = argparse.Namespace(model=None, labels=None, backend=None, threads=None, resize=None)
-    return model_from_args(blank, model_cfg)
+    model = model_from_args(blank, model_cfg)
+    require(model.task, "run", model.path)  # `edge run` and its reloads
+    return model
 
 
 def model_line(model) -> str:
@@ -111,7 +115,10 @@ def _classify_setup(p: argparse.ArgumentParser) -> None:
 def cmd_classify(args: argparse.Namespace) -> int:
     for path in args.images:  # check every input before the model loads
         read_image(path)
+    from edge.task import require
+
     model = model_from_args(args)
+    require(model.task, "classify", model.path)
     if not args.json:
         print(model_line(model))
     for path in args.images:
