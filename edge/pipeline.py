@@ -25,6 +25,7 @@ from edge.capture.base import Frame
 from edge.errors import EdgeError
 from edge.events import Event, Result
 from edge.stats import Stats
+from edge.task import SEGMENTER
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class Live:
     events: list = field(default_factory=list)  # recent (id, event dict), newest last (bounded)
     event_seq: int = 0
     max_events: int = 200
+    mask: tuple | None = None  # segmenters: (frame seq, class map) of the latest frame
 
     def update(self, frame: Frame, results: list[Result], events: list[dict]) -> None:
         with self.lock:
@@ -95,6 +97,8 @@ class Prepare:
 
     @classmethod
     def of(cls, model, regions: list[Region]) -> Prepare:
+        if model.task.kind == SEGMENTER:  # one input, the whole frame, for all regions
+            return cls(model, (None,))
         return cls(model, tuple(r.box for r in regions))
 
     def __call__(self, frame: Frame) -> None:
@@ -248,6 +252,16 @@ class Pipeline:
         out = []
         invoke_ms = 0.0
         inputs = frame.inputs[1] if frame.inputs and frame.inputs[0] is self.prepare else None
+        if self.model.task.kind == SEGMENTER:  # one invoke sees the whole frame (edge.segment)
+            from edge.segment import attach_boxes, segment_frame
+
+            covs, cmap = segment_frame(self.model, frame.rgb, inputs[0] if inputs else None,
+                                       [r.box for r in self.regions], self.cfg.model)
+            self._invoke_ms, self.live.mask = self.model.invoke_ms, (frame.seq, cmap)
+            for region, cov in zip(self.regions, covs, strict=True):
+                out.append(region.chain.process(frame.seq, frame.ts, cov.scores))
+                attach_boxes(out[-1][1], cov, self.model.labels)
+            return out
         for i, region in enumerate(self.regions):
             probs = self.model.classify(region_image(frame, region.box), region.box,
                                         inputs[i] if inputs else None)
@@ -259,6 +273,8 @@ class Pipeline:
     def run(self, max_frames: int | None = None, duration: float | None = None,
             config_path: str | None = None) -> int:
         import cv2
+
+        from edge.segment import max_fps as capped_fps
 
         # OpenCV's own worker pool would split each resize across every core and spin waiting
         # for it: that steals the core the capture thread and XNNPACK's workers run on (0.8 ms
@@ -285,7 +301,8 @@ class Pipeline:
                     self.reload(config_path)
                 if deadline and time.monotonic() >= deadline:
                     break
-                max_fps = self.cfg.inference.max_fps  # read each time: a reload may change it
+                # read each time: a reload may change it (a segmenter has a default cap)
+                max_fps = capped_fps(self.cfg.inference.max_fps, self.model, self.no_drop)
                 min_period = 1.0 / max_fps if max_fps else 0.0
                 if min_period:
                     wait = next_due - time.monotonic()

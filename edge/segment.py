@@ -179,19 +179,25 @@ def blend(bgr: np.ndarray, mask: np.ndarray, alpha: float = 0.5, skip: int = 0) 
     bgr[tinted] = mixed.astype(np.uint8)
 
 
+def legend(bgr: np.ndarray, mask: np.ndarray, labels: list[str], x: int = 0, y: int = 0):
+    """Draw (in place) each class present in the mask but background, largest first, in its
+    colour with its share; returns the y below the last line."""
+    scale = max(0.4, bgr.shape[1] / 1100)
+    share = np.bincount(mask.ravel(), minlength=256) / mask.size
+    present = [int(c) for c in np.flatnonzero(share) if c != 0 and c != IGNORE]
+    for c in sorted(present, key=lambda c: -share[c]):
+        colour = tuple(int(v) for v in palette()[c][::-1])
+        name = labels[c] if c < len(labels) else f"class_{c}"
+        draw_text(bgr, f"{name} {share[c]:.1%}", x, y, colour, scale)
+        y += round(32 * scale)
+    return y
+
+
 def overlay(rgb: np.ndarray, mask: np.ndarray, labels: list[str], alpha: float = 0.5):
     """BGR image: the photo tinted by class, with a legend of the classes present (not 0)."""
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     blend(bgr, mask, alpha)
-    scale = max(0.4, bgr.shape[1] / 1100)
-    present = [int(c) for c in np.unique(mask) if c != 0 and c != IGNORE]
-    share = np.bincount(mask.ravel(), minlength=256) / mask.size
-    y = 0
-    for c in sorted(present, key=lambda c: -share[c]):
-        colour = tuple(int(v) for v in palette()[c][::-1])
-        name = labels[c] if c < len(labels) else f"class_{c}"
-        draw_text(bgr, f"{name} {share[c]:.1%}", 0, y, colour, scale)
-        y += round(32 * scale)
+    legend(bgr, mask, labels)
     return bgr
 
 
