@@ -97,7 +97,7 @@ def test_files_folder_glob_and_single_image(images):
         got.append(out)
     names = sorted(p.name for p in images.iterdir() if p.suffix in (".bmp", ".jpg"))
     assert [p.name for p in src.files] == names
-    assert len(got) == len(names) == 7
+    assert len(got) == len(names) == 8  # the 7 photos and cityscapes_segmentation.bmp
     first_rgb, full = got[0]
     assert full is None and first_rgb.shape[2] == 3
     assert np.array_equal(first_rgb, rgb_of(images / names[0]))  # RGB, not BGR
