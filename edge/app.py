@@ -27,6 +27,7 @@ from edge.demo import demo_clip
 from edge.events import Result
 from edge.model import load_configured, model_line
 from edge.pipeline import Pipeline
+from edge.task import require
 from edge.web import access_from_config, start_web
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     pidfile = service.pidfile_for_run(getattr(args, "pidfile", None) or cfg.service.pidfile)
     with service.PidFile(pidfile):  # another instance running: refused before the model loads
         model = load_configured(cfg.model)
+        require(model.task, "run", model.path)
         configmod.check_labels(cfg, model.labels, path or "<defaults>")
         start_checks(cfg)
         log.info("%s", model_line(model))

@@ -62,6 +62,22 @@ CATALOG = {
             labels="inat_bird_labels.txt",
             labels_sha256="a16108dfe3f8daff015b87a97ab6a17e717b9b1bccd719f6d8f747746d7b9277",
         ),
+        KnownModel(
+            "deeplabv3_mnv2",
+            "deeplabv3_mnv2_pascal_quant.tflite",
+            "350af47fd346ea6d74b58833a351f583ba860e9806ec5bd292ff8d8f1f249398",
+            "DeepLabV3 MobileNetV2 1.0 513, uint8, Pascal VOC segmentation (21 classes)",
+            labels="pascal_voc_segmentation_labels.txt",
+            labels_sha256="7337a2b06728385fb3e1106416c67bfddf69628598b1f2f0db6a63cd63fb6b1e",
+        ),
+        KnownModel(
+            "deeplabv3_mnv2_dm05",
+            "deeplabv3_mnv2_dm05_pascal_quant.tflite",
+            "0470d2a782aa54eeeb99d32e7b6b3fb7722905c7c4f5d26bd957ec861366d48b",
+            "DeepLabV3 MobileNetV2 0.5 513, uint8, Pascal VOC segmentation: ~3x cheaper",
+            labels="pascal_voc_segmentation_labels.txt",
+            labels_sha256="7337a2b06728385fb3e1106416c67bfddf69628598b1f2f0db6a63cd63fb6b1e",
+        ),
     )
 }
 DEFAULT_MODEL = "mobilenet_v2_int8"

@@ -89,8 +89,10 @@ def cmd_classify(args: argparse.Namespace) -> int:
     for path in args.images:  # check every input before the model loads
         read_image(path)
     from edge.model import model_line
+    from edge.task import require
 
     model = model_from_args(args)
+    require(model.task, "classify", model.path)
     if not args.json:
         print(model_line(model))
     for path in args.images:
@@ -115,6 +117,33 @@ def cmd_classify(args: argparse.Namespace) -> int:
             for r, (label, score) in enumerate(top, 1):
                 print(f"  {r:>2}  {score:6.3f}  {label}")
     return 0
+
+
+def _segment_setup(p: argparse.ArgumentParser) -> None:
+    from edge.segment import add_segment_arguments
+
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    _model_args(p)
+    add_segment_arguments(p)
+
+
+@command("segment", "which classes cover each image (and region): shares, blobs, mask, overlay "
+         "(docs/segment.md)", _segment_setup)
+def cmd_segment(args: argparse.Namespace) -> int:
+    from edge import config
+    from edge.model import model_line
+    from edge.segment import parse_roi, run_segment
+    from edge.task import require
+
+    images = {path: read_image(path) for path in args.images}  # check inputs before loading
+    for spec in args.roi:
+        parse_roi(spec)
+    cfg = config.load(args.config)
+    model = model_from_args(args)
+    require(model.task, "segment", model.path)
+    if not args.json:
+        print(model_line(model))
+    return run_segment(args, model, images, cfg)
 
 
 def _models_setup(p: argparse.ArgumentParser) -> None:

@@ -102,11 +102,26 @@ class ModelConfig(Strict):
         "area: area averaging; crop: centre crop to the model's aspect, then linear",
     )
     xnnpack: bool = Field(True, description="use the XNNPACK delegate (fast int8 kernels)")
+    coverage: Literal["area", "largest_blob"] = Field(
+        "area",
+        description="segmentation models only: a class's score in a region is the share of the "
+        "region it covers (area), or the share its largest connected blob covers (largest_blob)",
+    )
+    min_blob: float = Field(
+        0.0, ge=0, le=1,
+        description="segmentation models only: blobs smaller than this share of the region are "
+        "ignored (not scored, not counted, no box)",
+    )
+
+
+SEGMENTER_MAX_FPS = 2.0  # a segmenter's default cap: ~50-150 ms per invoke here, ~1 s on a Pi 4
 
 
 class InferenceConfig(Strict):
     max_fps: float = Field(
-        0.0, ge=0, description="cap on classifications per second; 0: as fast as frames come"
+        0.0, ge=0, description="cap on classifications per second; 0: as fast as frames come "
+        f"for a classifier, {SEGMENTER_MAX_FPS:g} per second for a segmentation model (its "
+        "invoke costs ~20x a classifier's; --no-drop runs uncapped)"
     )
 
 

@@ -26,9 +26,10 @@ class Event:
     model: str = ""
     snapshot: str | None = None
     clip: str | None = None
+    box: tuple[float, float, float, float] | None = None  # segmenters: the label's largest blob
 
     def to_dict(self) -> dict:
-        return {
+        d = {
             "type": self.type,
             "label": self.label,
             "score": round(float(self.score), 4),
@@ -40,6 +41,9 @@ class Event:
             "snapshot": self.snapshot,
             "clip": self.clip,
         }
+        if self.box is not None:  # x0, y0, x1, y1 as fractions of the frame
+            d["box"] = list(self.box)
+        return d
 
 
 @dataclass(slots=True)

@@ -4,7 +4,12 @@ The flatbuffer is read with the schema that ships with ai-edge-litert, so stride
 activations and weight shapes come from the file itself, not from a model zoo table. Inverted
 residual bottlenecks (MobileNetV2) are recovered from the op graph: a 3x3 depthwise conv whose
 only consumer is a 1x1 conv without activation (the linear projection), optionally fed by a
-1x1 expansion conv, with a residual ADD when the block's input is added back.
+1x1 expansion conv, with a residual ADD when the block's input is added back. A converter may
+leave the fused-activation field empty and express ReLU/ReLU6 only by the output's quantization
+range (it cannot go below 0, or not above 6): that counts as the activation too, else such a
+MobileNetV2 shows t=1 without residuals and a MobileNetV1 shows a bottleneck per layer.
+Dilation factors come from the conv options; the output stride is the input size over the
+smallest feature map before any upsampling (16 for DeepLabV3, 32 for a classifier).
 """
 
 from __future__ import annotations
@@ -206,7 +211,7 @@ class Layer:
     kernel: str
     stride: int | None
     padding: str | None
-    activation: str | None
+    activation: str | None  # fused, or implied by the output's quantization range (below)
     c_in: int | None
     c_out: int | None
     out_shape: list[int]
@@ -215,6 +220,20 @@ class Layer:
     weight_bytes: int
     bias_bytes: int
     weight_quant: str | None
+    dilation: int | None = None
+    activation_by_range: bool = False  # no fused activation; the quantized range clips instead
+
+
+def range_activation(t: TensorInfo | None) -> str | None:
+    """RELU6 / RELU when a quantized output cannot hold negatives (and tops out at ~6)."""
+    if t is None or len(t.scale) != 1 or t.dtype not in ("int8", "uint8") or not t.scale[0]:
+        return None
+    lo = -128 if t.dtype == "int8" else 0
+    real_min = (lo - t.zero_point[0]) * t.scale[0]
+    real_max = (lo + 255 - t.zero_point[0]) * t.scale[0]
+    if abs(real_min) > t.scale[0] / 2:
+        return None
+    return "RELU6" if abs(real_max - 6.0) < 0.05 else "RELU"
 
 
 def layer_of(g: Graph, op: OpInfo) -> Layer:
@@ -241,13 +260,18 @@ def layer_of(g: Graph, op: OpInfo) -> Layer:
     elif op.type == "MEAN" and t_in is not None and len(t_in.shape) == 4:
         kernel = f"{t_in.shape[1]}x{t_in.shape[2]}"
     stride = o.get("strideH") if "strideH" in o else None
+    activation = ACTIVATION.get(o.get("fusedActivationFunction", 0))
+    by_range = False
+    if activation is None and op.type in WEIGHTED:
+        activation = range_activation(out)
+        by_range = activation is not None
     return Layer(
         op=op.index,
         type=op.type,
         kernel=kernel,
         stride=stride,
         padding=PADDING.get(o["padding"]) if "padding" in o else None,
-        activation=ACTIVATION.get(o.get("fusedActivationFunction", 0)),
+        activation=activation,
         c_in=c_in,
         c_out=c_out,
         out_shape=out_shape,
@@ -256,6 +280,8 @@ def layer_of(g: Graph, op: OpInfo) -> Layer:
         weight_bytes=weights.nbytes if weights is not None else 0,
         bias_bytes=bias.nbytes if bias is not None else 0,
         weight_quant=weights.scheme if weights is not None else None,
+        dilation=o.get("dilationHFactor") if "dilationHFactor" in o else None,
+        activation_by_range=by_range,
     )
 
 
@@ -278,6 +304,7 @@ class Block:
     params: int
     macs: int
     weight_bytes: int
+    dilation: int = 1  # of the depthwise conv (atrous: DeepLabV3 keeps resolution with it)
 
 
 def _is_pointwise(layer: Layer) -> bool:
@@ -334,6 +361,7 @@ def find_blocks(g: Graph, layers: dict[int, Layer]) -> list[Block]:
                 params=sum(x.params for x in cost),
                 macs=sum(x.macs for x in cost),
                 weight_bytes=sum(x.weight_bytes for x in cost),
+                dilation=dw.dilation or 1,
             )
         )
     return blocks
@@ -344,17 +372,58 @@ def group_stages(blocks: list[Block]) -> list[dict[str, Any]]:
     stages: list[dict[str, Any]] = []
     for b in blocks:
         last = stages[-1] if stages else None
-        if last and last["t"] == b.t and last["c"] == b.c_out and b.stride == 1:
+        if (last and last["t"] == b.t and last["c"] == b.c_out and b.stride == 1
+                and last["d"] == b.dilation):
             last["n"] += 1
             last["blocks"].append(b.index)
             last["params"] += b.params
             last["macs"] += b.macs
         else:
             stages.append(
-                {"t": b.t, "c": b.c_out, "n": 1, "s": b.stride, "blocks": [b.index],
+                {"t": b.t, "c": b.c_out, "n": 1, "s": b.stride, "d": b.dilation,
+                 "blocks": [b.index],
                  "params": b.params, "macs": b.macs}
             )
     return stages
+
+
+def output_stride(g: Graph) -> dict[str, Any] | None:
+    """Input height over the smallest feature map (H > 1) before the first upsampling op."""
+    if not g.inputs or len(g.tensors[g.inputs[0]].shape) != 4:
+        return None
+    in_h = g.tensors[g.inputs[0]].shape[1]
+    smallest = None
+    for op in g.ops:
+        if op.type.startswith("RESIZE") or op.type == "TRANSPOSE_CONV":
+            break
+        if op.type in (CONV, DWCONV) and op.outputs:
+            shape = g.tensors[op.outputs[0]].shape
+            if len(shape) == 4 and shape[1] > 1:
+                smallest = shape[1] if smallest is None else min(smallest, shape[1])
+    if not smallest:
+        return None
+    # with SAME padding a stride-2^k network maps H to ceil(H / 2^k)
+    stride = next((2 ** k for k in range(1, 8) if -(-in_h // 2 ** k) == smallest),
+                  round(in_h / smallest))
+    return {"stride": stride, "input": in_h, "smallest_map": smallest}
+
+
+def dilated_stages(blocks: list[Block], layers: dict[int, Layer]) -> list[dict[str, Any]]:
+    """Runs of consecutive blocks with the same dilation > 1; layers outside blocks (the ASPP
+    head) are listed by op."""
+    runs: list[dict[str, Any]] = []
+    for b in blocks:
+        if b.dilation > 1:
+            last = runs[-1] if runs else None
+            if last and last["dilation"] == b.dilation and last["blocks"][-1] == b.index - 1:
+                runs[-1]["blocks"].append(b.index)
+            else:
+                runs.append({"dilation": b.dilation, "blocks": [b.index], "ops": []})
+    in_block = {i for b in blocks for i in b.ops}
+    for i, layer in layers.items():
+        if (layer.dilation or 1) > 1 and i not in in_block:
+            runs.append({"dilation": layer.dilation, "blocks": [], "ops": [i]})
+    return runs
 
 
 # ---------------------------------------------------------------- report
@@ -436,6 +505,8 @@ def inspect_model(path: str | Path, runtime: bool = True) -> dict[str, Any]:
         "quantization": quant_summary(g),
         "blocks": [asdict(b) for b in blocks],
         "stages": group_stages(blocks),
+        "output_stride": output_stride(g),
+        "dilated": dilated_stages(blocks, layers),
         "stem": [x for x in outside if first is not None and x["op"] < first],
         "head": [x for x in outside if last is not None and x["op"] > last],
         "layers": [asdict(x) for x in all_layers],
@@ -511,16 +582,16 @@ def format_inspect(d: dict[str, Any]) -> str:
     if d["blocks"]:
         out.append(f"\ninverted-residual bottlenecks: {len(d['blocks'])}")
         out.append(_table(
-            ["#", "t", "c_in", "c_out", "s", "k", "residual", "output", "params", "MACs",
+            ["#", "t", "c_in", "c_out", "s", "d", "k", "residual", "output", "params", "MACs",
              "8-bit w bytes"],
-            [[b["index"], b["t"], b["c_in"], b["c_out"], b["stride"], b["kernel"],
+            [[b["index"], b["t"], b["c_in"], b["c_out"], b["stride"], b["dilation"], b["kernel"],
               "yes" if b["residual"] else "no", _shape(b["out_hw"]), f"{b['params']:,}",
               f"{b['macs']:,}", f"{b['weight_bytes']:,}"] for b in d["blocks"]],
         ))
         out.append("\nstages (MobileNetV2 Table 2 form):")
         out.append(_table(
-            ["t", "c", "n", "s", "blocks", "params", "MACs"],
-            [[s["t"], s["c"], s["n"], s["s"], f"{s['blocks'][0]}-{s['blocks'][-1]}",
+            ["t", "c", "n", "s", "d", "blocks", "params", "MACs"],
+            [[s["t"], s["c"], s["n"], s["s"], s["d"], f"{s['blocks'][0]}-{s['blocks'][-1]}",
               _m(s["params"]), _m(s["macs"])] for s in d["stages"]],
         ))
         out.append("\nstem:")
@@ -530,6 +601,18 @@ def format_inspect(d: dict[str, Any]) -> str:
     else:
         out.append("\nno inverted-residual bottlenecks found; layers:")
         out.append(_table(LAYER_HEAD, _layer_rows(d["layers"])))
+    if d.get("output_stride"):
+        o = d["output_stride"]
+        out.append(f"\noutput stride {o['stride']} (input {o['input']}, smallest feature map "
+                   f"{o['smallest_map']} before upsampling)")
+    for run in d.get("dilated", []):
+        where = (f"blocks {run['blocks'][0]}-{run['blocks'][-1]}" if run["blocks"]
+                 else f"op {run['ops'][0]}")
+        out.append(f"dilated  {where}: dilation {run['dilation']}")
+    if any(x["activation_by_range"] for x in d["layers"]):
+        n = sum(x["activation_by_range"] for x in d["layers"])
+        out.append(f"note     {n} layers have no fused activation: their ReLU/ReLU6 is the "
+                   "output's quantization range (shown as act)")
     t = d["totals"]
     out.append(
         f"\ntotals: {t['params']:,} params ({_m(t['params'])}), {t['macs']:,} MACs "

@@ -26,6 +26,7 @@ from edge.atomic import write_atomic
 from edge.errors import ModelError
 from edge.metadata import Metadata, check_structure, embedded_files, read_metadata
 from edge.preprocess import Box, ModelInput
+from edge.task import SEGMENTER, task_of
 
 log = logging.getLogger(__name__)
 
@@ -78,14 +79,31 @@ def select_backend(name: str = "auto"):
     raise ModelError("no TFLite runtime installed: pip install ai-edge-litert")
 
 
+def _is_prose(line: str) -> bool:
+    """A sentence, not a label: ends like one or runs to many words."""
+    return line.endswith((".", ";", ":")) or len(line.split()) >= 6
+
+
 def parse_labels(text: str) -> list[str]:
-    """Labels in any common format: `0 cat`, `0: cat`, or one label per line."""
+    """Labels in any common format: `0 cat`, `0: cat`, or one label per line.
+
+    A blank line followed by prose ends the list (the Pascal VOC file ends with a note about
+    the ignore label). `ID label` lines count as IDs only when every non-blank line has one and
+    the IDs rise from 0 or 1, so a plain list whose names start with digits ("7 Up") stays plain;
+    blank lines between `ID label` lines are skipped.
+    """
     lines = [ln.strip() for ln in text.splitlines()]
+    for i, ln in enumerate(lines):
+        if not ln and any(_is_prose(x) for x in lines[i + 1:] if x):
+            lines = lines[:i]
+            break
     while lines and not lines[-1]:
         lines.pop()
     indexed = re.compile(r"^(\d+)\s*[:\s]\s*(.+)$")
     matches = [indexed.match(ln) for ln in lines if ln]
-    if lines and all(matches) and len(matches) == len(lines):
+    ids = [int(m.group(1)) for m in matches if m]
+    if (matches and all(matches) and ids[0] <= 1
+            and all(a < b for a, b in zip(ids, ids[1:], strict=False))):
         labels: dict[int, str] = {int(m.group(1)): m.group(2).strip() for m in matches}
         n = max(labels) + 1
         return [labels.get(i, f"class_{i}") for i in range(n)]
@@ -184,6 +202,7 @@ class Model:
         self.output_quant = tuple(out["quantization"])
         self.output_size = int(np.prod(out["shape"]))
         self.ends_in_softmax = self._ends_in_softmax()
+        self.task = task_of(self.interpreter)  # classifier, segmenter or other (edge.task)
 
     @property
     def name(self) -> str:
@@ -309,6 +328,11 @@ def check_input(interp, path: Path) -> None:
     """Refuse a model that is not an image classifier (one 1xHxWx3 input)."""
     inp = interp.get_input_details()
     shape = [int(x) for x in inp[0]["shape"]] if inp else []
+    if len(inp) > 1:
+        shapes = ", ".join("x".join(str(int(x)) for x in i["shape"]) for i in inp)
+        raise ModelError(
+            f"{path}: the model has {len(inp)} inputs ({shapes}); edge feeds one 1xHxWx3 image"
+        )
     if len(inp) != 1 or len(shape) != 4 or shape[0] != 1 or shape[3] != 3:
         raise ModelError(
             f"{path}: input shape {shape} is not NHWC with 3 channels "
@@ -398,22 +422,37 @@ def check_model_file(path: Path) -> bytes:
     return buf
 
 
-def load_labels(path: Path | None, buf: bytes, md: Metadata, n_out: int, model: Path) -> list[str]:
+def label_count(interp) -> int | None:
+    """How many labels the model answers with: its classes (a segmenter's ArgMax input), else
+    the output size; None for a class map whose class count the graph does not say."""
+    task = task_of(interp)
+    if task.kind == SEGMENTER:
+        return task.classes
+    return int(np.prod(interp.get_output_details()[0]["shape"]))
+
+
+def load_labels(path: Path | None, buf: bytes, md: Metadata, n_out: int | None,
+                model: Path) -> list[str]:
     if path is not None:
         try:
             text = Path(path).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise ModelError(f"{path}: cannot read labels ({e})") from None
-        return fit_labels(parse_labels(text), n_out, str(path))
+        labels = parse_labels(text)
+        return labels if n_out is None else fit_labels(labels, n_out, str(path))
     files = embedded_files(buf)
     name = md.label_file if md.label_file in files else next(
         (n for n in files if n.endswith(".txt")), None
     )
+    if name is None and n_out is None:
+        raise ModelError(f"{model}: the model's class map does not say how many classes it has "
+                         "and it embeds no labels: give a labels file (--labels / model.labels)")
     if name is None:
         log.warning("%s: no labels in the model; use --labels / model.labels", model.name)
         return [f"class_{i}" for i in range(n_out)]
     text = files[name].decode("utf-8", "replace")
-    return fit_labels(parse_labels(text), n_out, f"{model}:{name}")
+    labels = parse_labels(text)
+    return labels if n_out is None else fit_labels(labels, n_out, f"{model}:{name}")
 
 
 def read_labels(path: str | Path, labels: str | Path | None = None) -> list[str]:
@@ -422,7 +461,7 @@ def read_labels(path: str | Path, labels: str | Path | None = None) -> list[str]
     buf = check_model_file(path)
     _, mod, human, _ = select_backend("auto")
     interp = _make_interpreter(mod, human, path, 1, True)
-    n_out = int(np.prod(interp.get_output_details()[0]["shape"]))
+    n_out = label_count(interp)
     return load_labels(Path(labels) if labels else None, buf, read_metadata(buf), n_out, path)
 
 
@@ -447,7 +486,7 @@ def load_model(
         n_threads = int(threads)
     interp = _make_interpreter(mod, human, path, n_threads, xnnpack)
     md = read_metadata(buf)
-    n_out = int(np.prod(interp.get_output_details()[0]["shape"]))
+    n_out = label_count(interp)
     model = Model(
         path=path,
         backend=name,

@@ -35,8 +35,11 @@ from edge.events import Event, Result
 from edge.model import Model, load_configured, usable_cores
 from edge.postprocess.chain import Chain
 from edge.preprocess import Box, InputPlan
+from edge.segment import attach_boxes, segment_frame
+from edge.segment import max_fps as capped_fps
 from edge.sinks.outbox import Outbox
 from edge.stats import Stats
+from edge.task import SEGMENTER, require
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,7 @@ class View:
     cfg: Any
     source: dict  # the source settings, credentials masked (the page's header)
     model: dict  # Model.info of the model running
+    labels: list[str]  # its labels
     regions: tuple[RegionView, ...]
     served_dirs: tuple[Path, ...]  # folders whose files the page may serve (snapshots)
     sink_stats: Callable[[], dict]
@@ -83,6 +87,7 @@ class Live:
     events: list = field(default_factory=list)  # recent (id, event dict), newest last (bounded)
     event_seq: int = 0
     max_events: int = 200
+    mask: tuple | None = None  # segmenters: (frame seq, class map) of the latest frame
 
     def update(self, frame: Frame, results: list[Result], events: list[dict]) -> None:
         with self.lock:
@@ -128,6 +133,8 @@ def make_regions(cfg, labels: list[str], model_name: str, top_k: int = 5) -> lis
 
 
 def input_plan(model: Model, regions: list[Region]) -> InputPlan:
+    if model.task.kind == SEGMENTER:  # one tensor, the whole frame, for every region
+        return InputPlan(((None, model.input),))
     return InputPlan(tuple((r.box, model.input) for r in regions))
 
 
@@ -202,6 +209,7 @@ class Pipeline:
             cfg=self.cfg,
             source=configmod.masked(self.cfg)["source"],
             model=self.model.info,
+            labels=self.model.labels,
             regions=tuple(RegionView(r.name, r.box, r.chain.watched(), r.chain.levels_of)
                           for r in self.regions),
             served_dirs=outbox.served_dirs() if outbox else (),
@@ -216,6 +224,7 @@ class Pipeline:
         model = self.model
         if new.model != self.cfg.model:
             model = load_configured(new.model)
+            require(model.task, "run", model.path)
         configmod.check_labels(new, model.labels, str(path))
         if self.checks is not None:
             self.checks(new)
@@ -304,7 +313,16 @@ class Pipeline:
         ms in all)."""
         out = []
         invoke_ms = 0.0
-        for region, tensor in zip(self.regions, self.plan.tensors(frame), strict=True):
+        tensors = self.plan.tensors(frame)
+        if self.model.task.kind == SEGMENTER:  # one invoke sees the whole frame (edge.segment)
+            covs, cmap, invoke_ms = segment_frame(self.model, tensors[0], frame.rgb.shape,
+                                                  [r.box for r in self.regions], self.cfg.model)
+            self.live.mask = (frame.seq, cmap)
+            for region, cov in zip(self.regions, covs, strict=True):
+                out.append(region.chain.process(frame.seq, frame.ts, frame.mono, cov.scores))
+                attach_boxes(out[-1][1], cov, self.model.labels)
+            return out, invoke_ms
+        for region, tensor in zip(self.regions, tensors, strict=True):
             inference = self.model.run(tensor)
             invoke_ms += inference.invoke_ms
             out.append(region.chain.process(frame.seq, frame.ts, frame.mono, inference.scores))
@@ -358,7 +376,8 @@ class Pipeline:
                 self._applied.set()
             if deadline and time.monotonic() >= deadline:
                 break
-            max_fps = self.cfg.inference.max_fps  # read each time: a reload may change it
+            # read each time: a reload may change it (a segmenter has a default cap)
+            max_fps = capped_fps(self.cfg.inference.max_fps, self.model, self.no_drop)
             min_period = 1.0 / max_fps if max_fps else 0.0
             if min_period:
                 wait = next_due - time.monotonic()

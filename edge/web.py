@@ -38,6 +38,7 @@ from edge import config as configmod
 from edge.errors import EdgeError
 from edge.netaddr import lan_urls
 from edge.overlay import draw_text
+from edge.segment import blend, legend
 from edge.sinks.files import jpeg, scale_to_width
 from edge.stats import THROTTLE_BITS, Histogram
 
@@ -229,14 +230,19 @@ def text_scale(width: int) -> float:
     return max(0.4, width / 740)
 
 
-def render(frame, regions: list, results: dict, quality: int = 80) -> bytes:
-    """JPEG of the frame with each ROI's box and its current label drawn on it."""
+def render(frame, regions: list, results: dict, quality: int = 80, mask=None,
+           labels: list[str] | None = None) -> bytes:
+    """JPEG of the frame with each ROI's box and its current label drawn on it (and a
+    segmenter's class map tinted over it, with a legend at the bottom left)."""
     # the full-resolution image (a Pi camera's rgb is the model-size lores), scaled down for a
     # 1080p camera: a smaller preview is cheaper to encode
     rgb = scale_to_width(frame.image, PREVIEW_WIDTH, cv2.INTER_LINEAR)
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)  # a copy: the frame itself stays untouched
     h, w = bgr.shape[:2]
     scale = text_scale(w)
+    if mask is not None:
+        blend(bgr, mask)  # legend below the whole-frame line at the top left
+        legend(bgr, mask, labels or [], 0, round(36 * scale))
     for region in regions:
         r = results.get(region.name)
         x0, y0, x1, y1 = region.box or (0.0, 0.0, 1.0, 1.0)
@@ -274,11 +280,13 @@ class Preview:
                 return self.seq, self.data  # another viewer just encoded: share it
             live = self.pipe.live
             with live.lock:  # only take references; encode after letting go
-                frame, results = live.frame, dict(live.results)
+                frame, results, mask = live.frame, dict(live.results), live.mask
             if frame is None:
                 return None
             if frame.seq != self.seq:
-                self.data = render(frame, self.pipe.view.regions, results)
+                seg = mask[1] if mask is not None and mask[0] == frame.seq else None
+                self.data = render(frame, self.pipe.view.regions, results, mask=seg,
+                                   labels=self.pipe.view.labels)
                 self.seq = frame.seq
                 self.encoded += 1
             self.at = now

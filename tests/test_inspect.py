@@ -150,3 +150,53 @@ def test_not_a_model_is_a_clear_error(assets, tmp_path, capsys):
     truncated.write_bytes(DEFAULT_MODEL.read_bytes()[:2000])
     with pytest.raises(ModelError, match="corrupt"):
         inspect_model(truncated)
+
+
+# ------------------------------------------------ ReLU6 only in the quantization range; DeepLabV3
+
+
+def _clear_fused_activations(src, dst) -> int:
+    """Write `src` with every op's fused-activation field emptied (the clip stays only in the
+    output quantization ranges, as some converters leave it); returns how many were cleared."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    m = schema.ModelT.InitFromPackedBuf(src.read_bytes(), 0)
+    n = 0
+    for op in m.subgraphs[0].operators:
+        if getattr(op.builtinOptions, "fusedActivationFunction", 0):
+            op.builtinOptions.fusedActivationFunction = 0
+            n += 1
+    b = flatbuffers.Builder(0)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    dst.write_bytes(bytes(b.Output()))
+    return n
+
+
+def test_relu6_from_quantization_range(assets, tmp_path):
+    v2, v1 = tmp_path / "v2.tflite", tmp_path / "v1.tflite"
+    assert _clear_fused_activations(DEFAULT_MODEL, v2) > 30
+    assert _clear_fused_activations(TINY_MODEL, v1) > 20
+    fused, cleared = inspect_model(DEFAULT_MODEL, runtime=False), inspect_model(v2, runtime=False)
+    assert all(x["activation"] is None or not x["activation_by_range"] for x in fused["layers"])
+    assert [(s["t"], s["c"], s["n"], s["s"]) for s in cleared["stages"]] == TABLE2
+    assert sum(b["residual"] for b in cleared["blocks"]) == 10
+    assert cleared["stages"] == fused["stages"]
+    assert "quantization range" in format_inspect(cleared)
+    assert inspect_model(v1, runtime=False)["blocks"] == []  # MobileNetV1 has no bottlenecks
+
+
+@pytest.mark.parametrize("name,widths", [
+    ("deeplabv3_mnv2_pascal_quant", (16, 24, 32, 64, 96, 160, 160, 320)),
+    ("deeplabv3_mnv2_dm05_pascal_quant", (8, 12, 16, 32, 48, 80, 80, 160)),
+])
+def test_deeplab_dilation_and_output_stride(assets, name, widths):
+    d = inspect_model(assets / "models" / f"{name}.tflite", runtime=False)
+    assert d["output_stride"] == {"stride": 16, "input": 513, "smallest_map": 33}
+    # output stride 16: the last stride-2 block runs at stride 1, later blocks dilated by 2
+    assert d["dilated"] == [{"dilation": 2, "blocks": [14, 15, 16], "ops": []}]
+    assert tuple(s["c"] for s in d["stages"]) == widths
+    assert [s["d"] for s in d["stages"]][-2:] == [2, 2]
+    text = format_inspect(d)
+    assert "output stride 16" in text and "blocks 14-16: dilation 2" in text
+    assert inspect_model(DEFAULT_MODEL, runtime=False)["output_stride"]["stride"] == 32
