@@ -54,7 +54,7 @@ def row(name, frames, wall, cpu, lat_ms):
 
 def bare(model, seconds):
     interp = model.interpreter
-    model.preprocess(np.zeros((480, 640, 3), np.uint8))
+    model.set_input(model.input(np.zeros((480, 640, 3), np.uint8)))
     lat = []
     c0, t0 = time.process_time(), time.perf_counter()
     while time.perf_counter() - t0 < seconds:

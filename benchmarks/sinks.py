@@ -82,8 +82,8 @@ class TimedPipeline(Pipeline):
 
     publish_s: list[float]
 
-    def _make_outbox(self, cfg, model):
-        outbox = super()._make_outbox(cfg, model)
+    def make_outbox(self, cfg, model):
+        outbox = super().make_outbox(cfg, model)
         self.publish_s = []
         inner = outbox.publish
 

@@ -34,7 +34,7 @@ from _assets import DEFAULT_MODEL, IMAGES  # noqa: E402
 from edge import config  # noqa: E402
 from edge.demo import make_clip  # noqa: E402
 from edge.model import load_model  # noqa: E402
-from edge.pipeline import Pipeline, make_regions  # noqa: E402
+from edge.pipeline import Pipeline  # noqa: E402
 from edge.web import render, start_web  # noqa: E402
 
 CHAIN = """
@@ -145,7 +145,7 @@ def render_ms(model, clip: Path, n: int = 200) -> float:
     from edge.capture.base import Frame
 
     cfg = config.parse(CHAIN + "rois: [{name: feeder, box: [0.1, 0.1, 0.6, 0.7]}]\n")
-    regions = make_regions(cfg, model.labels, model.name)
+    regions = Pipeline(cfg, model).view.regions
     _, bgr = cv2.VideoCapture(str(clip)).read()
     frame = Frame(1, time.time(), time.monotonic(), cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
     t0 = time.perf_counter()

@@ -138,11 +138,6 @@ def input_plan(model: Model, regions: list[Region]) -> InputPlan:
     return InputPlan(tuple((r.box, model.input) for r in regions))
 
 
-def make_outbox(cfg, model: Model) -> Outbox:
-    """The outputs a config names, built (and checked) but not started."""
-    return Outbox(configmod.spec_items(cfg.outputs), cfg.device, model.name)
-
-
 def restart_only_changes(old, new) -> list[str]:
     """The restart-only settings (RESTART_ONLY) that differ between two configs."""
     changed = []
@@ -216,6 +211,10 @@ class Pipeline:
             sink_stats=outbox.sink_stats if outbox else dict,
         )
 
+    def make_outbox(self, cfg, model: Model) -> Outbox:
+        """The outputs a config names, built (and checked) but not started."""
+        return Outbox(configmod.spec_items(cfg.outputs), cfg.device, model.name)
+
     # --------------------------------------------------------------- reload
     def build(self, path: str | None) -> Swap:
         """Everything a config file needs, built beside the running pipeline (which it does
@@ -235,7 +234,7 @@ class Pipeline:
             open_source(new.source, model.input_size)
         outputs_changed = (new.outputs != self.cfg.outputs or new.device != self.cfg.device
                            or model.name != self.model.name)
-        outbox = make_outbox(new, model) if outputs_changed else None
+        outbox = self.make_outbox(new, model) if outputs_changed else None
         return Swap(new, model, regions, input_plan(model, regions), outbox, source_changed)
 
     def _built(self, path: str | None) -> Swap | None:
@@ -338,7 +337,7 @@ class Pipeline:
         reloader = threading.Thread(target=self._reloader, args=(config_path,),
                                     name="reloader", daemon=True)
         try:
-            self.outbox = make_outbox(self.cfg, self.model)
+            self.outbox = self.make_outbox(self.cfg, self.model)
             self.outbox.start()
             self.view = self._make_view()
             self._start_capture()

@@ -17,7 +17,7 @@ from helpers import REPO, wait_for
 from edge import config
 from edge.capture.base import Frame
 from edge.model import load_model
-from edge.pipeline import Pipeline, make_outbox
+from edge.pipeline import Pipeline
 
 STRICT = """
 web: {enabled: false}
@@ -137,7 +137,7 @@ def test_reload_to_another_model_keeps_state_and_a_bad_output_is_rejected(tmp_pa
     cfg_file.write_text(f"model: {{path: '{DEFAULT_MODEL}', threads: 1}}\n{chain}outputs: []\n")
     cfg = config.load(cfg_file)
     pipe = Pipeline(cfg, load_model(DEFAULT_MODEL, threads=1))
-    pipe.outbox = make_outbox(cfg, pipe.model)
+    pipe.outbox = pipe.make_outbox(cfg, pipe.model)
     for seq in range(3):
         ((result, events),), _ = pipe.classify(_frame(seq, IMAGES / "cat.bmp"))
     assert result.active == ["Egyptian cat"]
