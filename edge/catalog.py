@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import sys
 import urllib.request
@@ -84,18 +85,34 @@ DEFAULT_MODEL = "mobilenet_v2_int8"
 
 
 def resolve(name_or_path: str) -> Path:
-    """A config's model.path: an existing file, or a catalog name/file in the model dir."""
+    """A config's model.path (or --model): a file path, or a name in the model directory (a
+    catalog name, or a file there with or without .tflite). Every command says the same when
+    it names nothing: what was looked for, and the nearest names."""
     p = Path(name_or_path).expanduser()
     if p.exists() or "/" in name_or_path:
         return p
     known = CATALOG.get(name_or_path)
-    candidate = model_dir() / (known.file if known else name_or_path)
-    if not candidate.exists() and known:
-        raise EdgeError(
-            f"model {name_or_path!r} is not installed in {model_dir()}: "
-            f"run `edge models fetch {name_or_path}`"
-        )
-    return candidate
+    here = model_dir()
+    if known:
+        candidate = here / known.file
+        if not candidate.exists():
+            raise EdgeError(
+                f"model {name_or_path!r} is not installed in {here}: "
+                f"run `edge models fetch {name_or_path}`"
+            )
+        return candidate
+    for candidate in (here / name_or_path, here / f"{name_or_path}.tflite"):
+        if candidate.is_file():
+            return candidate
+    names = list(CATALOG)
+    if here.is_dir():
+        names += sorted(f.stem for f in here.glob("*.tflite"))
+    close = difflib.get_close_matches(name_or_path, names, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise EdgeError(
+        f"model {name_or_path!r}: no such file, and no model of that name in {here} "
+        f"({hint}known: {', '.join(dict.fromkeys(names))}; `edge models list` shows them)"
+    )
 
 
 def labels_for(name_or_path: str) -> Path | None:

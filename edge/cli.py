@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -77,8 +78,25 @@ def read_image(path: str):
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def image_paths(specs: list[str]) -> list[str]:
+    """Image files, folders of images and globs, as `edge run --source` takes them."""
+    from edge.capture.files import is_glob, list_images
+
+    out = []
+    for spec in specs:
+        if is_glob(spec) or Path(spec).is_dir():
+            found = list_images(spec)
+            if not found:
+                raise EdgeError(f"{spec}: no images there (image types: .jpg .png .bmp ...)")
+            out += [str(f) for f in found]
+        else:
+            out.append(spec)
+    return out
+
+
 def _classify_setup(p: argparse.ArgumentParser) -> None:
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image files, folders of images or globs ('photos/*.jpg')")
     _model_args(p)
     p.add_argument("--top-k", "-k", type=int, default=5, help="how many labels (default 5)")
     p.add_argument("--json", action="store_true", help="one JSON object per image (docs/cli.md)")
@@ -86,19 +104,22 @@ def _classify_setup(p: argparse.ArgumentParser) -> None:
 
 @command("classify", "classify image files and print the top labels", _classify_setup)
 def cmd_classify(args: argparse.Namespace) -> int:
-    for path in args.images:  # check every input before the model loads
-        read_image(path)
     from edge.model import model_line
+    from edge.postprocess.base import top_indices
     from edge.task import require
 
+    args.images = image_paths(args.images)
+    for path in args.images:  # check every input before the model loads
+        read_image(path)
     model = model_from_args(args)
     require(model.task, "classify", model.path)
     if not args.json:
         print(model_line(model))
     for path in args.images:
         inference = model.run(model.input(read_image(path)))
-        top = model.top(inference.scores, args.top_k)
-        index = {label: i for i, label in enumerate(model.labels)}
+        scores = inference.scores
+        # by output position (ImageNet has two "crane"s), and no padding with zero scores
+        best = [int(i) for i in top_indices(scores, args.top_k) if scores[i] > 0]
         if args.json:
             print(json.dumps({
                 "image": path,
@@ -108,14 +129,15 @@ def cmd_classify(args: argparse.Namespace) -> int:
                 "threads": model.threads,
                 "invoke_ms": round(inference.invoke_ms, 3),
                 "top": [
-                    {"rank": r + 1, "index": index[lb], "label": lb, "score": round(s, 6)}
-                    for r, (lb, s) in enumerate(top)
+                    {"rank": r + 1, "index": i, "label": model.labels[i],
+                     "score": round(float(scores[i]), 6)}
+                    for r, i in enumerate(best)
                 ],
             }), flush=True)
         else:
             print(f"\n{path}  (invoke {inference.invoke_ms:.1f} ms)")
-            for r, (label, score) in enumerate(top, 1):
-                print(f"  {r:>2}  {score:6.3f}  {label}")
+            for r, i in enumerate(best, 1):
+                print(f"  {r:>2}  {scores[i]:6.3f}  {model.labels[i]}")
     return 0
 
 
@@ -147,7 +169,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 
 def _models_setup(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="action", required=True)
+    sub = p.add_subparsers(dest="action")  # none: list
     sub.add_parser("list", help="known models and whether they are installed")
     f = sub.add_parser("fetch", help="download a model (verified by sha256) into the model dir")
     f.add_argument("name", nargs="?", default=None, help="model name (default: the default model)")
@@ -160,7 +182,7 @@ def _models_setup(p: argparse.ArgumentParser) -> None:
 def cmd_models(args: argparse.Namespace) -> int:
     from edge import catalog
 
-    if args.action == "list":
+    if args.action in (None, "list"):
         print(f"model directory: {catalog.model_dir()}")
         for m in catalog.CATALOG.values():
             mark = "installed" if catalog.installed(m.name) else "-"
@@ -178,12 +200,14 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def _config_setup(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="action", required=True)
+    p.set_defaults(help_of=p)
+    sub = p.add_subparsers(dest="action")  # none: this help
     v = sub.add_parser("validate", help="check a config file (exit 0 if valid, 2 if not)")
     v.add_argument("file", help="the YAML config file")
     v.add_argument("--no-model", action="store_true", help="skip checking labels against the model")
     s = sub.add_parser("show", help="print the effective config with defaults (secrets masked)")
     s.add_argument("file", nargs="?", help="config file (default /etc/edge/edge.yaml)")
+    s.add_argument("--config", "-c", dest="config", help="the same, as run and classify take it")
     sub.add_parser("schema", help="print the JSON Schema (for editor completion)")
     sub.add_parser("default", help="print every option with its default and help, as YAML")
     sub.add_parser("docs", help="print the option reference as markdown (docs/config.md)")
@@ -207,17 +231,25 @@ def validate_file(path: str, check_model: bool = True):
     return cfg
 
 
+def _default_config() -> str | None:
+    from edge.config import DEFAULT_PATH
+
+    return str(DEFAULT_PATH) if DEFAULT_PATH.exists() else None
+
+
 @command("config", "validate a config, show the effective one, print the schema", _config_setup)
 def cmd_config(args: argparse.Namespace) -> int:
     import yaml
 
     from edge import config
 
-    if args.action == "validate":
+    if args.action is None:
+        args.help_of.print_help()
+    elif args.action == "validate":
         validate_file(args.file, check_model=not args.no_model)
         print(f"{args.file}: valid")
     elif args.action == "show":
-        cfg = config.load(args.file)
+        cfg = config.load(args.file or args.config or _default_config())
         print(yaml.safe_dump(config.masked(cfg), sort_keys=False), end="")
     elif args.action == "schema":
         print(json.dumps(config.config_model().model_json_schema(), indent=2))
@@ -306,16 +338,25 @@ def cmd_version(args: argparse.Namespace) -> int:
     return 0
 
 
+def _common(parser: argparse.ArgumentParser, default) -> None:
+    """--debug and -v, before the subcommand or after it (`edge -v run`, `edge run -v`)."""
+    parser.add_argument("--debug", action="store_true", default=default,
+                        help="show tracebacks and debug logs")
+    parser.add_argument("-v", "--verbose", action="store_true", default=default,
+                        help="show informational logs (and the runtimes' own messages)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge", description="Always-on camera classification for Raspberry Pi."
     )
     parser.add_argument("--version", action="version", version=f"edge {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    parser.add_argument("-v", "--verbose", action="store_true", help="show informational logs")
+    _common(parser, False)
+    common = argparse.ArgumentParser(add_help=False)
+    _common(common, argparse.SUPPRESS)  # a subcommand's own flag only when given there
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (help_text, setup, run) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, parents=[common])
         setup(p)
         p.set_defaults(func=run)
     return parser
@@ -323,6 +364,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not (args.verbose or args.debug):
+        # OpenCV's own warnings (VIDEOIO on every reconnect) say what edge's log says better
+        os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+        from edge import model
+
+        model.QUIET_RUNTIME = True  # LiteRT's "INFO: Created ... delegate" on every load
     level = logging.DEBUG if args.debug else logging.INFO if (
         args.verbose or args.command == "run"
     ) else logging.WARNING
@@ -338,6 +385,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `edge models | head`: the reader left, nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -15,7 +15,11 @@ import json
 import logging
 import os
 import re
+import sys
+import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -302,7 +306,45 @@ class Model:
         return [(self.labels[i], float(scores[i])) for i in idx]
 
 
+QUIET_RUNTIME = False  # the CLI sets it unless -v: keep the runtime's INFO lines off stderr
+_STDERR_LOCK = threading.Lock()
+
+
+@contextmanager
+def _runtime_info_filtered():
+    """While the runtime loads a model, its C++ INFO lines (written straight to fd 2) go to
+    the debug log instead of stderr; anything else written meanwhile, by any thread, is passed
+    on to stderr, so nothing is lost."""
+    if not QUIET_RUNTIME:
+        yield
+        return
+    with _STDERR_LOCK, tempfile.TemporaryFile() as tmp:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            kept = []
+            for line in tmp.read().splitlines(keepends=True):
+                if line.startswith(b"INFO: "):
+                    log.debug("%s", line.decode(errors="replace").strip())
+                else:
+                    kept.append(line)
+            if kept:
+                os.write(2, b"".join(kept))
+
+
 def _make_interpreter(mod, human: str, path: Path, threads: int, xnnpack: bool):
+    with _runtime_info_filtered():
+        return _new_interpreter(mod, human, path, threads, xnnpack)
+
+
+def _new_interpreter(mod, human: str, path: Path, threads: int, xnnpack: bool):
     kwargs: dict = {"model_path": str(path), "num_threads": threads}
     if not xnnpack:
         resolver = mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
