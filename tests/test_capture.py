@@ -10,6 +10,7 @@ import shutil
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 
 import cv2
@@ -184,7 +185,7 @@ def test_video_file_of_other_codecs_is_decoded_by_ffmpeg(tmp_path, images, fourc
     assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
 
 
-def test_video_loop_and_realtime_pacing(demo_clip):
+def test_video_loop_and_realtime_pacing(demo_clip, monkeypatch):
     src = OpenCVSource(video_cfg(demo_clip, loop=True))
     src.open()
     assert all(src.read() is not None for _ in range(130))  # past the end twice
@@ -192,13 +193,16 @@ def test_video_loop_and_realtime_pacing(demo_clip):
 
     paced = OpenCVSource(video_cfg(demo_clip, realtime=True))
     paced.open()
-    t0 = time.monotonic()
+    # the pacer's clock moves only by its own sleeps (decoding takes no time on it), so the
+    # figure is exact instead of depending on the load on the machine
+    clock = [100.0]
+    monkeypatch.setattr("edge.capture.base.time", types.SimpleNamespace(
+        monotonic=lambda: clock[0], sleep=lambda s: clock.__setitem__(0, clock[0] + s)))
     for _ in range(16):
         paced.read()
         paced.pacer.wait()  # what the capture thread does after each read
-    elapsed = time.monotonic() - t0
     paced.close()
-    assert 0.4 <= elapsed <= 0.9, elapsed  # 15 frame periods at the clip's 30 fps
+    assert clock[0] - 100.0 == pytest.approx(15 / 30)  # 15 frame periods at the clip's 30 fps
 
 
 def test_stale_frames_are_a_stall(tmp_path, images, demo_clip):
@@ -240,8 +244,9 @@ def test_frames_stay_fresh_while_inference_is_away(demo_clip):
     cap = CaptureThread(lambda: open_source(cfg, MODEL_SIZE), slot, stats, cfg).start()
     for _ in range(3):
         time.sleep(0.6)  # away: not inside get()
+        newest = stats.captured - 1  # the reader may be decoding this one
         f = slot.get(1)
-        assert f is not None and time.monotonic() - f.mono < 0.2, "a stale frame was kept"
+        assert f is not None and f.seq >= newest - 1, ("a stale frame was kept", f.seq, newest)
         time.sleep(0.05)
         slot.get(1)
     cap.stop()
@@ -314,7 +319,7 @@ def test_slot_replaces_unread_frames_and_counts_drops():
     assert slot.get(0.2) is None and 0.15 < time.monotonic() - t0 < 1.0
     waiter = threading.Thread(target=lambda: slot.get(5))
     waiter.start()
-    time.sleep(0.05)
+    assert wait_for(lambda: slot._waiting, 10)  # blocked inside get(): close must wake it
     slot.close()
     waiter.join(1)
     assert not waiter.is_alive() and slot.closed and not slot.put(frame(3))
@@ -326,7 +331,8 @@ def test_slot_no_drop_waits_for_the_consumer():
     got = []
     producer = threading.Thread(target=lambda: [slot.put(frame(i)) for i in range(20)])
     producer.start()
-    time.sleep(0.05)
+    assert wait_for(lambda: slot.full, 10)
+    producer.join(0.05)
     assert producer.is_alive()  # blocked: frame 1 waits for frame 0 to be taken
     while len(got) < 20:
         got.append(slot.get(1).seq)
@@ -334,6 +340,7 @@ def test_slot_no_drop_waits_for_the_consumer():
     assert got == list(range(20)) and stats.dropped == 0
 
 
+@pytest.mark.slow  # asserts release times to 50 ms on the wall clock: not on a loaded box
 def test_slot_times_the_next_read_to_the_consumer():
     """No-drop reads just in time: when the consumer is expected, or at once when it asks."""
     slot = LatestFrame(Stats(), no_drop=True)
@@ -391,9 +398,10 @@ def test_capture_counts_drops_for_a_slow_consumer(demo_clip):
     stats = Stats()
     slot = LatestFrame(stats)
     cap = CaptureThread(lambda: open_source(cfg, MODEL_SIZE), slot, stats, cfg).start()
-    got = []
+    got, newest = [], []
     for f in iter(lambda: slot.get(2), None):
         got.append(f.seq)
+        newest.append(stats.captured - 1)  # grabbed last (the reader may be decoding it)
         time.sleep(0.1)  # inference at 10 fps
     cap.stop()
     assert stats.captured == 60 and stats.dropped >= 30
@@ -401,7 +409,7 @@ def test_capture_counts_drops_for_a_slow_consumer(demo_clip):
     # in order, and fresh: each frame taken is one of the two newest when it is taken (the
     # last frames of a file may be passed over when inference is busy as the file ends)
     assert got == sorted(got) and got[-1] >= 57
-    assert all(b - a <= 5 for a, b in zip(got, got[1:], strict=False))
+    assert all(seq >= top - 1 for seq, top in zip(got, newest, strict=True)), (got, newest)
 
 
 class CountingSource(OpenCVSource):

@@ -96,11 +96,23 @@ class Subscriber:
         self.lock = threading.Lock()
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                              clean_session=clean)
-        self.c.on_connect = lambda c, u, f, rc, p: c.subscribe(topics, qos=1)
+        self.mid: int | None = None
+        self.subscribed = threading.Event()  # the broker's SUBACK granted our subscription
+        self.c.on_connect = lambda c, u, f, rc, p: setattr(self, "mid", c.subscribe(topics, 1)[1])
+        self.c.on_subscribe = self._on_subscribe
         self.c.on_message = self._on_message
         self.c.reconnect_delay_set(0.1, 0.5)
         self.c.connect("127.0.0.1", port, keepalive=10)
         self.c.loop_start()
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        if mid == self.mid and not any(rc.is_failure for rc in reason_codes):
+            self.subscribed.set()
+
+    def wait_subscribed(self, timeout: float = 10) -> Subscriber:
+        """Block until the broker acknowledged the subscription: later messages reach us."""
+        assert self.subscribed.wait(timeout), "no SUBACK from the broker"
+        return self
 
     def _on_message(self, client, userdata, msg) -> None:
         with self.lock:
@@ -141,8 +153,7 @@ def img(assets):
 
 
 def test_events_state_availability_and_discovery(broker, tmp_path, img):
-    sub = Subscriber(broker.port)
-    time.sleep(0.2)
+    sub = Subscriber(broker.port).wait_subscribed()
     ob = mqtt_outbox(broker.port, tmp_path, homeassistant=True, labels=["feeder/bird"])
     publish(ob, 1, "enter", "tabby cat", "feeder", img)
     publish(ob, 2, "status", "tabby cat", "feeder", img)
@@ -186,8 +197,7 @@ def retained(port: int, topic: str, expect: set[str]) -> dict[str, str]:
             return {t: p for t, p, r in sub.messages if r}
 
     try:
-        wait_for(lambda: expect <= set(got()), 5, f"retained {sorted(expect)}")
-        time.sleep(0.1)
+        wait_for(lambda: expect <= set(got()), 10, f"retained {sorted(expect)}")
     finally:
         sub.close()
     return got()
@@ -201,17 +211,26 @@ def test_retained_state_is_correct_after_a_broker_restart(broker, tmp_path, img)
     wait_for(lambda: ob.sink_stats()["mqtt"]["sent"] == 3, 5, "acks")
     want = {f"{BASE}/state/all/cat": "ON", f"{BASE}/state/feeder/bird": "OFF",
             f"{BASE}/availability": "online"}
-    got = retained(broker.port, f"{BASE}/#", set(want))
+    attrs = f"{BASE}/state/all/cat/attributes"
+    got = retained(broker.port, f"{BASE}/#", {*want, attrs})
     assert {t: got.get(t) for t in want} == want
+    assert json.loads(got[attrs])["seq"] == 1
     # a broker without persistence forgets retained messages: the sink republishes them
     broker.stop()
     wait_for(lambda: not ob.sink_stats()["mqtt"]["connected"], 5, "the disconnect")
     broker.start()
-    wait_for(lambda: ob.sink_stats()["mqtt"]["connects"] == 2, 10, "the reconnect")
-    time.sleep(0.5)
-    got = retained(broker.port, f"{BASE}/#", set(want))
+    # a client on the new broker sees the republished state arrive (live if it subscribed
+    # first, else retained); the attributes of the last key come last
+    watch = Subscriber(broker.port, f"{BASE}/#")
+    try:
+        wait_for(lambda: ob.sink_stats()["mqtt"]["connects"] == 2, 10, "the reconnect")
+        wait_for(lambda: watch.payloads(f"{BASE}/state/feeder/bird/attributes"), 10,
+                 "the republished state")
+    finally:
+        watch.close()
+    got = retained(broker.port, f"{BASE}/#", {*want, attrs})
     assert {t: got.get(t) for t in want} == want
-    assert json.loads(got[f"{BASE}/state/all/cat/attributes"])["seq"] == 1
+    assert json.loads(got[attrs])["seq"] == 1
     ob.close()
 
 
@@ -229,8 +248,7 @@ time.sleep(600)
 
 
 def test_last_will_fires_when_the_process_is_killed(broker, tmp_path):
-    sub = Subscriber(broker.port, f"{BASE}/availability")
-    time.sleep(0.2)
+    sub = Subscriber(broker.port, f"{BASE}/availability").wait_subscribed()
     proc = subprocess.Popen(
         [sys.executable, "-c", KILLED, str(broker.port), str(tmp_path / "spool.jsonl")],
         cwd=REPO, stdout=subprocess.PIPE, text=True,
@@ -252,7 +270,7 @@ def test_broker_outage_loses_no_event(persistent_broker, tmp_path, img):
     replayed in order when the broker is back."""
     broker = persistent_broker
     sub = Subscriber(broker.port, f"{BASE}/events", client_id="test-sub", clean=False)
-    time.sleep(0.3)
+    sub.wait_subscribed()
     ob = mqtt_outbox(broker.port, tmp_path)
     for seq in range(1, 6):
         publish(ob, seq, img=img)
@@ -269,7 +287,7 @@ def test_broker_outage_loses_no_event(persistent_broker, tmp_path, img):
     ob2.start()
     for seq in range(26, 31):
         publish(ob2, seq, img=img)
-    time.sleep(1.0)
+    wait_for(lambda: ob2.sink_stats()["mqtt"]["spooled"] == 25, 10, "the 5 new events spooled")
     broker.start()
     wait_for(lambda: len({e["seq"] for e in sub.events(BASE)}) == 30, 20, "all 30 events")
     seqs = [e["seq"] for e in sub.events(BASE)]

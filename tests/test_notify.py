@@ -281,11 +281,13 @@ class MjpegServer:
         self.flowing = threading.Event()
         self.closing = threading.Event()
         self.frames = 0
+        self.gets: list[float] = []  # when each GET came: each (re)connect of the capture
         pics = [cv2.resize(cv2.imread(str(p)), (640, 480)) for p in images]
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
+                server.gets.append(time.monotonic())
                 self.send_response(200)
                 self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
                 self.end_headers()
@@ -387,8 +389,10 @@ service: {{status_every_s: 0.5, pidfile: "{tmp_path / "edge.pid"}"}}
         text=True,
     )
     try:
-        # 1. The process is up and the model loaded, but the camera sends nothing: no READY.
-        time.sleep(3)
+        # 1. The process is up and the model loaded, but the camera sends nothing: no READY,
+        # not even once the capture gave up on the silent stream (stall_timeout_s) and
+        # connected again.
+        assert wait_for(lambda: len(cam.gets) >= 2 or proc.poll() is not None, 60)
         assert proc.poll() is None, proc.stderr.read()
         assert rec.since(t_start, "READY") == [] and rec.since(t_start, "WATCHDOG") == []
         # 2. Frames flow: READY with a status, then watchdog pings and STATUS updates.
@@ -396,15 +400,18 @@ service: {{status_every_s: 0.5, pidfile: "{tmp_path / "edge.pid"}"}}
         cam.flowing.set()
         ready = rec.wait_for("READY", t_flow, 30)
         assert ready["READY"] == "1" and "fps" in ready["STATUS"]
-        time.sleep(2)
-        assert len(rec.since(t_flow, "WATCHDOG")) >= 5
-        assert len(rec.since(t_flow, "STATUS")) >= 3
-        # 3. The camera hangs: the pings stop (after at most one in-flight frame).
+        assert wait_for(lambda: len(rec.since(t_flow, "WATCHDOG")) >= 5
+                        and len(rec.since(t_flow, "STATUS")) >= 3, 30), rec.since(t_flow)
+        # 3. The camera hangs: the pings stop. Between the hang and the capture giving up on
+        # the stream (>= stall_timeout_s 1 s with no frame, then a new GET; pings every 0.2 s
+        # would make 5 or more) only the frames already in flight (decoded, in the slot,
+        # being classified) may still ping.
         cam.flowing.clear()
-        time.sleep(0.5)
-        t_stall = time.monotonic()
-        time.sleep(2.5)
-        assert rec.since(t_stall, "WATCHDOG") == []
+        t_stall, gets = time.monotonic(), len(cam.gets)
+        assert wait_for(lambda: len(cam.gets) > gets, 30), "the capture never reconnected"
+        pings = [ts for ts, m in list(rec.log)
+                 if t_stall <= ts <= cam.gets[-1] and "WATCHDOG" in m]
+        assert len(pings) <= 3, [round(ts - t_stall, 2) for ts in pings]
         assert proc.poll() is None
         # ... and come back with the frames (the capture thread reconnects).
         t_back = time.monotonic()

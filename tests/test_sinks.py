@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import threading
@@ -93,35 +92,20 @@ def test_publish_stays_fast_and_counts_drops_when_a_sink_blocks_forever(photos):
     frame = make_frame(1, photos[0])
     res = make_result(frame, [("cat", 0.9)])
     events = [make_event("enter", "cat", frame)]
-    batches, size = 10, 500
-    n = batches * size
-
-    def run(healthy: bool) -> tuple[float, Outbox]:
-        """Median seconds per publish over batches (robust to bursts of load on the box)."""
-        ob = Outbox([("block", {"queue": 16})], "dev", "m", registry=BLOCKING)
-        if healthy:
-            ob.workers[0].sink.release.set()
-        ob.start()
-        per = []
-        for _ in range(batches):
-            t0 = time.perf_counter()
-            for _ in range(size):
-                ob.publish(res, events, frame)
-            per.append((time.perf_counter() - t0) / size)
-        return statistics.median(per), ob
-
-    base, ob0 = run(healthy=True)
-    ob0.close()
-    took, ob = run(healthy=False)
+    n = 5000
+    # what a publish costs beside a stuck sink (vs none) is a wall-clock figure:
+    # benchmarks/sinks.py measures it ("publish us p50 / p99"); here, that n publishes return
+    ob = Outbox([("block", {"queue": 16})], "dev", "m", registry=BLOCKING)
+    ob.start()
     sink = ob.workers[0].sink
-    assert sink.entered.wait(2)
+    ob.publish(res, events, frame)
+    assert sink.entered.wait(10)  # the worker took the first item and is stuck with it
+    for _ in range(n - 1):
+        ob.publish(res, events, frame)
     s = ob.sink_stats()["block"]
-    assert s["capacity"] == 16 and s["queued"] <= 16
-    assert s["queued"] + s["dropped"] == n - 1  # one item is stuck inside handle()
-    assert s["dropped"] >= n - 17
-    # O(1) per publish: a stuck sink costs no more than a healthy one, and close is bounded
-    msg = f"{took * 1e6:.1f} us per publish (healthy sink: {base * 1e6:.1f})"
-    assert took < base * 2 + 20e-6 and took < 1e-3, msg
+    # the first item is stuck inside handle(), the queue is full, every other one was dropped
+    assert s["capacity"] == 16 and s["queued"] == 16
+    assert s["dropped"] == n - 17
     t0 = time.monotonic()
     ob.close(timeout=0.3)
     assert time.monotonic() - t0 < 2.0
