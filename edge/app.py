@@ -22,11 +22,12 @@ from typing import Any
 
 from edge import config as configmod
 from edge import service
-from edge.capture.spec import apply_source
+from edge.capture.spec import apply_source, open_source
 from edge.demo import demo_clip
+from edge.errors import EdgeError
 from edge.events import Result
 from edge.model import load_configured, model_line
-from edge.pipeline import Pipeline
+from edge.pipeline import Pipeline, build_outbox
 from edge.task import require
 from edge.web import access_from_config, start_web
 
@@ -113,6 +114,34 @@ def start_checks(cfg) -> None:
     A reload runs the same checks, so it never accepts what the next start would refuse."""
     if cfg.web.enabled:
         access_from_config(cfg.web)
+
+
+def config_problems(cfg, where: str, labels: list[str] | None) -> list[str]:
+    """What a start would refuse in `cfg`, all of it (`edge config validate`): labels (when the
+    model's are at hand), the web bind and token, each output (directories, secrets, topics),
+    the source settings. Builds the outputs without starting them; opens no device."""
+    problems: list[str] = []
+
+    def check(fn) -> bool:
+        try:
+            fn()
+        except EdgeError as e:
+            problems.extend(line if line.startswith(where) else f"{where}: {line}"
+                            for line in str(e).splitlines())
+            return False
+        return True
+
+    def outputs(specs):
+        return lambda: build_outbox(cfg.model_copy(update={"outputs": specs}), "check").close()
+
+    if labels is not None:
+        check(lambda: configmod.check_labels(cfg, labels, where))
+    check(lambda: start_checks(cfg))
+    each = [check(outputs([spec])) for spec in cfg.outputs]  # one by one: each bad one named
+    if all(each):
+        check(outputs(cfg.outputs))  # and together: two may not share a folder
+    check(lambda: open_source(cfg.source, (224, 224)))
+    return problems
 
 
 def config_path(args: argparse.Namespace) -> str | None:

@@ -214,11 +214,12 @@ def _config_setup(p: argparse.ArgumentParser) -> None:
 
 
 def validate_file(path: str, check_model: bool = True):
-    """Load a config and, when its model is at hand, check its label names against it."""
-    from edge import catalog, config
+    """Every check `edge run` makes before it starts, with all the problems found at once."""
+    from edge import app, catalog, config
     from edge.model import read_labels
 
-    cfg = config.load(path)
+    cfg = config.load(path)  # a schema error stops here: the rest needs a config
+    labels = None
     if check_model:
         try:
             model_path = catalog.resolve(cfg.model.path)
@@ -226,8 +227,9 @@ def validate_file(path: str, check_model: bool = True):
             labels = read_labels(model_path, labels_file)
         except EdgeError as e:
             log.warning("labels not checked: %s", e)
-            return cfg
-        config.check_labels(cfg, labels, path)
+    problems = app.config_problems(cfg, path, labels)
+    if problems:
+        raise EdgeError("\n".join(problems))
     return cfg
 
 

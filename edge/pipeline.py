@@ -138,6 +138,11 @@ def input_plan(model: Model, regions: list[Region]) -> InputPlan:
     return InputPlan(tuple((r.box, model.input) for r in regions))
 
 
+def build_outbox(cfg, model_name: str) -> Outbox:
+    """The outputs a config names, built (and checked) but not started."""
+    return Outbox(configmod.spec_items(cfg.outputs), cfg.device, model_name)
+
+
 def restart_only_changes(old, new) -> list[str]:
     """The restart-only settings (RESTART_ONLY) that differ between two configs."""
     changed = []
@@ -212,8 +217,7 @@ class Pipeline:
         )
 
     def make_outbox(self, cfg, model: Model) -> Outbox:
-        """The outputs a config names, built (and checked) but not started."""
-        return Outbox(configmod.spec_items(cfg.outputs), cfg.device, model.name)
+        return build_outbox(cfg, model.name)
 
     # --------------------------------------------------------------- reload
     def build(self, path: str | None) -> Swap:
@@ -366,7 +370,7 @@ class Pipeline:
         self._config_path = config_path
         self._config_stamp = _file_stamp(config_path)
         self._next_housekeeping = time.monotonic() + 1.0
-        self._last_stats = time.monotonic()
+        self._last_stats = self._last_status = time.monotonic()
         cpu0 = time.process_time()
         while not self.stop_event.is_set():
             if self._pending is not None:
@@ -411,11 +415,18 @@ class Pipeline:
             self._housekeeping()
 
     def _housekeeping(self) -> None:
-        """Once a second at most: the stats log line, and the config file watch."""
+        """Once a second at most: the stats log line, the config file watch, and STATUS= while
+        no frame comes (the per-frame hook cannot say "waiting for the camera")."""
         now = time.monotonic()
         if now < self._next_housekeeping:
             return
         self._next_housekeeping = now + 1.0
+        state = self.stats.source_state
+        if self.hooks and state != "running" and now - self._last_status >= \
+                self.cfg.service.status_every_s:
+            error = self.capture.error if self.capture is not None else None
+            self.hooks.on_status(f"source {state}" + (f": {error}" if error else ""))
+            self._last_status = now
         every = self.cfg.service.stats_every_s
         if every and now - self._last_stats >= every:
             log.info(self.stats.line())

@@ -167,3 +167,37 @@ def test_thread_tuning_counts_the_cores_this_process_may_use(tmp_path, assets):
     assert r.returncode == 0, r.stderr
     got = json.loads(r.stdout)
     assert got["threads"] == 1 and got["cpu"].endswith("/1")
+
+
+def test_validate_runs_every_start_check_and_lists_every_problem(tmp_path, assets):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "web: {bind: '0.0.0.0:8080'}\n"
+        "outputs:\n"
+        "  - snapshot: {dir: /proc/nope/snaps}\n"
+        f"  - mqtt: {{host: 127.0.0.1, username: u, password_file: {tmp_path / 'no-pw'}}}\n"
+        "postprocess:\n  - hysteresis: {enter: 0.5, labels: [catt]}\n"
+    )
+    env = {"EDGE_MODEL_DIR": str(MODELS)}
+    r = run_edge("config", "validate", bad, env={**env})
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    wanted = ["'catt' is not a label", "needs a token", "cannot create directory /proc/nope",
+              "cannot read " + str(tmp_path / "no-pw")]
+    assert all(any(w in ln for ln in lines) for w in wanted), r.stderr
+    assert all(ln.startswith(f"edge: error: {bad}") for ln in lines)
+    # and `edge run` refuses the same file (here at its first problem)
+    r = run_edge("run", "--config", bad, "--model", TINY_MODEL, "--max-frames", "1",
+                 env={**env, "EDGE_CACHE_DIR": str(tmp_path)})
+    assert r.returncode == 2 and "edge: error:" in r.stderr
+
+
+def test_run_with_auto_and_no_camera_waits_instead_of_exiting(tmp_path, assets):
+    if os.path.exists("/dev/video0"):
+        pytest.skip("this machine has a camera")
+    cfg = tmp_path / "edge.yaml"
+    cfg.write_text("web: {enabled: false}\nsource: {kind: auto, backoff_max_s: 0.5}\n")
+    r = run_edge("run", "--config", cfg, "--model", TINY_MODEL, "--duration", "3",
+                 env={"EDGE_CACHE_DIR": str(tmp_path)})
+    assert r.returncode == 0, r.stderr  # ran its 3 s, waiting for a camera
+    assert "no camera found" in r.stderr  # said, and retried until the run's end

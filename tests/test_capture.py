@@ -631,7 +631,10 @@ def test_picamera2_stall_times_out_and_reconnects(picam):
 def test_auto_prefers_the_pi_camera(picam, monkeypatch, tmp_path):
     picam("VC4")
     assert detect(tmp_path / "video0") == ("picamera2", 0)
-    assert isinstance(open_source(SourceConfig(), MODEL_SIZE), Picamera2Source)
+    auto_src = open_source(SourceConfig(), MODEL_SIZE)  # detects when the capture opens it
+    auto_src.open()
+    assert isinstance(auto_src.inner, Picamera2Source)
+    auto_src.close()
     usb_only = [{"Model": "uvc", "Id": "/base/axi/pcie@120000/rp1/usb@480000-1:1.0-046d:0825",
                  "Num": 0}]  # fmt: skip
     picam("VC4", cameras=usb_only)
@@ -717,3 +720,33 @@ def test_picamera2_frames_inference_will_not_take_are_released_uncopied(picam):
     # where copying every frame would make twice as many (a margin for a loaded machine)
     assert cam.fake_copies <= cam.fake_delivered
     assert all(f.rgb.shape == (224, 224, 3) and f.full.shape == (480, 640, 3) for f in got)
+
+
+def test_auto_waits_for_a_camera_plugged_in_later(monkeypatch, tmp_path, images):
+    """`source: auto` with no camera retries with backoff (reported), and takes the camera
+    that appears: a service started before its USB camera does not fail."""
+    import edge.capture.auto as auto
+
+    clip = make_clip(tmp_path / "cam.avi", images, frames_per_image=5, size=(320, 240))
+    plugged = threading.Event()
+    tries = []
+
+    def detect():
+        tries.append(1)
+        if not plugged.is_set():
+            raise EdgeError("no camera found (no Pi camera via picamera2, no /dev/video0)")
+        return "opencv", str(clip)
+
+    monkeypatch.setattr(auto, "detect", detect)
+    cfg = SourceConfig(kind="auto", backoff_initial_s=0.05, backoff_max_s=0.2, realtime=False)
+    stats = Stats()
+    slot = LatestFrame(stats)
+    cap = CaptureThread(lambda: open_source(cfg, MODEL_SIZE), slot, stats, cfg).start()
+    try:
+        assert wait_for(lambda: len(tries) >= 3, 10)  # retried with backoff, not given up
+        assert cap.state in ("reconnecting", "failed") and "no camera found" in cap.error
+        plugged.set()
+        assert wait_for(lambda: stats.captured > 0, 10)
+        assert slot.get(timeout=5) is not None
+    finally:
+        cap.stop()

@@ -55,12 +55,12 @@ def apply_source(cfg: SourceConfig, text: str) -> SourceConfig:
 
 def open_source(cfg: SourceConfig, model_size: tuple[int, int]) -> Source:
     """The source `cfg` describes; model_size (w, h) sizes the Pi camera's lores stream."""
-    kind, device = cfg.kind, cfg.device
-    if kind == "auto":
-        from edge.capture.auto import detect
+    kind = cfg.kind
+    if kind == "auto":  # which camera is decided on each connect: one plugged in later counts
+        from edge.capture.auto import AutoSource
 
-        kind, device = detect()
-        cfg = cfg.model_copy(update={"kind": kind, "device": device})
+        return AutoSource(lambda kind, device: open_source(
+            cfg.model_copy(update={"kind": kind, "device": device}), model_size))
     if kind == "picamera2":
         from edge.capture.picamera2 import Picamera2Source, import_picamera2
 
