@@ -483,6 +483,12 @@ def load_labels(path: Path | None, buf: bytes, md: Metadata, n_out: int | None,
         labels = parse_labels(text)
         return labels if n_out is None else fit_labels(labels, n_out, str(path))
     files = embedded_files(buf)
+    if md.label_file and md.label_file not in files:  # the zip at the file's end is cut off
+        raise ModelError(
+            f"{model}: its metadata names the labels file {md.label_file!r}, which the file "
+            "does not hold: the model is truncated or corrupt (fetch it again, or give "
+            "--labels / model.labels)"
+        )
     name = md.label_file if md.label_file in files else next(
         (n for n in files if n.endswith(".txt")), None
     )

@@ -12,6 +12,7 @@ from conftest import (
     BIRD_LABELS,
     BIRD_MODEL,
     DEFAULT_MODEL,
+    IMAGENET_LABELS,
     IMAGES,
     QAT_MODEL,
     TINY_MODEL,
@@ -166,3 +167,15 @@ def test_threads_auto_is_measured_once_then_cached(assets, tmp_path, monkeypatch
     calls.clear()
     again = engine.load_model(TINY_MODEL, threads="auto")
     assert again.threads == m.threads and not calls
+
+
+def test_a_model_cut_short_of_its_embedded_labels_is_refused(tmp_path, assets):
+    """The labels are a zip at the end of the file: a download cut by its last bytes still
+    loads, so the loss must be noticed, not answered with class_286."""
+    buf = DEFAULT_MODEL.read_bytes()
+    cut = tmp_path / "cut.tflite"
+    cut.write_bytes(buf[:-100])
+    with pytest.raises(ModelError, match="truncated or corrupt.*labels_file|labels file"):
+        engine.load_model(cut, threads=1)
+    m = engine.load_model(cut, labels=IMAGENET_LABELS, threads=1)  # its own labels: fine
+    assert m.top(m.classify(rgb(IMAGES / "cat.bmp")), 1)[0][0] == "Egyptian cat"
