@@ -25,7 +25,7 @@ from edge import service
 from edge.capture.spec import apply_source, open_source
 from edge.demo import demo_clip
 from edge.errors import EdgeError
-from edge.events import Result
+from edge.events import Result, event_line, top_line
 from edge.model import load_configured, model_line
 from edge.pipeline import Pipeline, build_outbox
 from edge.task import require
@@ -50,18 +50,13 @@ class Printer:
         if self.as_json:
             lines += [json.dumps({"result": r.to_dict()}) for r in results]
             lines += [json.dumps({"event": e}) for e in events]
-        else:
+        else:  # the log output's format: both may share stdout
             for r in results:
                 label = r.top[0][0] if r.top else None
                 if label != self.last.get(r.roi):
                     self.last[r.roi] = label
-                    where = f" [{r.roi}]" if r.roi else ""
-                    score = f" {r.top[0][1]:.2f}" if r.top else ""
-                    lines.append(f"#{r.seq}{where} {label}{score}")
-            for e in events if self.events else ():
-                where = f" [{e['roi']}]" if e["roi"] else ""
-                kind, label = e["type"].upper(), e["label"]
-                lines.append(f"#{e['seq']}{where} {kind} {label} {e['score']:.2f}")
+                    lines.append(top_line(r))
+            lines += [event_line(e) for e in events] if self.events else []
         if lines:  # one write: lines from sink threads on the same stream never interleave
             self.out.write("".join(line + "\n" for line in lines))
             self.out.flush()

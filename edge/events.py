@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import json
 from dataclasses import dataclass, field
 
 from edge.schema import EventType
@@ -65,3 +66,35 @@ class Result:
             "top": [{"label": lb, "score": round(float(s), 4)} for lb, s in self.top],
             "active": list(self.active),
         }
+
+
+# ------------------------------------------------------------------ one text format
+# `edge run`'s stdout and the log output share it: `WHAT LABEL SCORE key=value...`. A label
+# is quoted (JSON-style) when it holds a comma, a semicolon or a quote, as ImageNet's
+# "tabby, tabby cat" does, so a list of labels can always be split again.
+
+
+def label_text(label: str) -> str:
+    return json.dumps(label) if any(c in label for c in ',;"') else label
+
+
+def _where(roi: str | None, seq: int) -> str:
+    return (f" roi={roi}" if roi else "") + f" seq={seq}"
+
+
+def event_line(e: dict) -> str:
+    files = "".join(f" {k}={e[k]}" for k in ("snapshot", "clip") if e.get(k))
+    return f"event {e['type']} {label_text(e['label'])} {e['score']:.2f}" \
+        f"{_where(e['roi'], e['seq'])}{files}"
+
+
+def top_line(r: Result) -> str:
+    """The region's best label, printed when it changes."""
+    best = f"{label_text(r.top[0][0])} {r.top[0][1]:.2f}" if r.top else "-"
+    return f"top {best}{_where(r.roi, r.seq)}"
+
+
+def status_line(r: Result) -> str:
+    top = ", ".join(f"{label_text(lb)} {s:.2f}" for lb, s in r.top) or "-"
+    active = ", ".join(label_text(a) for a in r.active) or "-"
+    return f"status{_where(r.roi, r.seq)} top: {top}; active: {active}"

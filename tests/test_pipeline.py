@@ -103,8 +103,21 @@ def test_edge_run_prints_label_changes(tmp_path, assets):
                  "--config", _cfg(tmp_path, "web: {enabled: false}\nmodel: {threads: 1}\n"))
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert any(ln.startswith("#0 ") for ln in lines) and any("chickadee" in ln for ln in lines)
+    # one format with the log output's, labels with commas quoted so a line splits again
+    assert any(ln.startswith("top ") and ln.endswith(" seq=0") for ln in lines)
+    assert any(ln.startswith("top chickadee ") for ln in lines)
+    assert all(ln.startswith(("top ", "event ", "status")) for ln in lines), lines
     assert "stats: capture" in r.stderr
+
+
+def test_text_lines_quote_labels_that_hold_commas():
+    from edge.events import Result, status_line, top_line
+
+    r = Result(3, 0.0, "feeder", [("tabby, tabby cat", 0.5), ("tiger cat", 0.25)],
+               active=["tabby, tabby cat"])
+    assert top_line(r) == 'top "tabby, tabby cat" 0.50 roi=feeder seq=3'
+    assert status_line(r) == ('status roi=feeder seq=3 top: "tabby, tabby cat" 0.50, '
+                              'tiger cat 0.25; active: "tabby, tabby cat"')
 
 
 def test_events_carry_the_snapshot_path_every_sink_sees(tiny, demo_clip, tmp_path):

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from edge.events import Result
+from edge.events import event_line, status_line
 from edge.sinks.base import SINKS, EventSinkParams, Item, Sink
 
 
@@ -21,19 +21,6 @@ class LogParams(EventSinkParams):
         10.0, ge=0, description="status line (top labels per ROI) at most this often; 0: never"
     )
     stream: Literal["stdout", "stderr"] = Field("stdout", description="where lines go")
-
-
-def event_line(e: dict) -> str:
-    roi = f" roi={e['roi']}" if e["roi"] else ""
-    files = "".join(f" {k}={e[k]}" for k in ("snapshot", "clip") if e.get(k))
-    return f"event {e['type']} {e['label']} {e['score']:.2f}{roi} seq={e['seq']}{files}"
-
-
-def status_line(r: Result) -> str:
-    roi = f" roi={r.roi}" if r.roi else ""
-    top = ", ".join(f"{lb} {s:.2f}" for lb, s in r.top) or "-"
-    active = ", ".join(r.active) or "-"
-    return f"status{roi} seq={r.seq} top: {top}; active: {active}"
 
 
 @SINKS.register("log")
