@@ -59,11 +59,8 @@ def assets_dir() -> Path:
     """The photos for the demo: EDGE_ASSETS, else ../shared/assets beside the checkout."""
     if env := os.environ.get("EDGE_ASSETS"):
         return Path(env)
-    for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
-        candidate = base.parent / "shared" / "assets"
-        if candidate.is_dir():
-            return candidate
-    return Path.cwd() / "assets"
+    # beside the checkout the package runs from, wherever the command is started
+    return Path(__file__).resolve().parents[2] / "shared" / "assets"
 
 
 def demo_clip() -> Path:

@@ -201,3 +201,15 @@ def test_run_with_auto_and_no_camera_waits_instead_of_exiting(tmp_path, assets):
                  env={"EDGE_CACHE_DIR": str(tmp_path)})
     assert r.returncode == 0, r.stderr  # ran its 3 s, waiting for a camera
     assert "no camera found" in r.stderr  # said, and retried until the run's end
+
+
+def test_demo_finds_its_photos_from_any_working_directory(tmp_path, assets):
+    env = {k: v for k, v in os.environ.items() if k != "EDGE_ASSETS"}
+    env["EDGE_CACHE_DIR"] = str(tmp_path)
+    r = subprocess.run(
+        [sys.executable, "-m", "edge", "run", "--demo", "--model", str(TINY_MODEL),
+         "--max-frames", "3", "--no-drop", "--json"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    assert len([ln for ln in r.stdout.splitlines() if '"result"' in ln]) == 3
