@@ -26,6 +26,16 @@ def fit(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out
 
 
+def cover(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`img` scaled to cover size=(w, h) and centre-cropped to it (nothing letterboxed)."""
+    w, h = size
+    s = max(w / img.shape[1], h / img.shape[0])
+    nw, nh = max(w, round(img.shape[1] * s)), max(h, round(img.shape[0] * s))
+    big = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA)
+    x0, y0 = (nw - w) // 2, (nh - h) // 2
+    return big[y0 : y0 + h, x0 : x0 + w]
+
+
 def make_clip(
     out: Path,
     image_dir: Path,
@@ -46,10 +56,17 @@ def make_clip(
             img = cv2.imread(str(Path(image_dir) / name))
             if img is None:
                 raise FileNotFoundError(f"{Path(image_dir) / name}: not a readable image")
-            base = fit(img, size)
+            if not pan:
+                base = fit(img, size)
+                for _ in range(frames_per_image):
+                    writer.write(base)
+                continue
+            # a camera panning across the scene: a window sliding over a wider view of it
+            # (no wrap-around seam, as rolling the picture would leave)
+            step = 2
+            wide = cover(img, (size[0] + step * frames_per_image, size[1]))
             for i in range(frames_per_image):
-                frame = np.roll(base, i * 2, axis=1) if pan else base
-                writer.write(frame)
+                writer.write(np.ascontiguousarray(wide[:, i * step : i * step + size[0]]))
     finally:
         writer.release()
     return out

@@ -213,3 +213,22 @@ def test_demo_finds_its_photos_from_any_working_directory(tmp_path, assets):
     )
     assert r.returncode == 0, r.stderr
     assert len([ln for ln in r.stdout.splitlines() if '"result"' in ln]) == 3
+
+
+def test_the_demo_pan_slides_over_the_scene_without_a_seam(tmp_path, assets):
+    import cv2
+    import numpy as np
+
+    from edge.demo import make_clip
+
+    clip = make_clip(tmp_path / "pan.avi", MODELS.parent / "images", names=("cat.bmp",),
+                     frames_per_image=12, pan=True)
+    cap = cv2.VideoCapture(str(clip))
+    frames = []
+    while (got := cap.read())[0]:
+        frames.append(got[1].astype(np.int16))
+    assert len(frames) == 12
+    for a, b in zip(frames, frames[1:], strict=False):
+        assert np.abs(b[:, :-2] - a[:, 2:]).mean() < 6  # the same scene, 2 px further on
+        # what comes in at the right edge is new scene, not what left at the left edge
+        assert np.abs(b[:, -2:] - a[:, :2]).mean() > 10
