@@ -148,3 +148,56 @@ def test_version():
     assert r.returncode == 0 and r.stdout.startswith("edge 0.")
     r = run_edge("version")
     assert r.returncode == 0 and ("ai-edge-litert" in r.stdout or "tflite-runtime" in r.stdout)
+
+
+def test_quiet_by_default_runtime_messages_with_v(model_dir):
+    env = {"EDGE_MODEL_DIR": str(model_dir)}
+    r = run_edge("classify", IMAGES / "cat.bmp", "--threads", "1", "-k", "1", env=env)
+    assert r.returncode == 0 and r.stderr == "", r.stderr  # nothing but results
+    cfg = model_dir / "edge.yaml"
+    cfg.write_text("device: quiet\n")
+    r = run_edge("config", "validate", cfg, env=env)
+    assert r.returncode == 0 and not any(ln.startswith("INFO: ") for ln in r.stderr.splitlines())
+    r = run_edge("classify", IMAGES / "cat.bmp", "--threads", "1", "-k", "1", "-v", env=env)
+    assert r.returncode == 0
+    from helpers import backend_name
+
+    if backend_name() == "litert":  # the runtime's own line, passed on with -v only
+        assert "INFO: Created TensorFlow Lite XNNPACK delegate" in r.stderr
+
+
+def test_commands_a_new_user_types(model_dir, tmp_path):
+    env = {"EDGE_MODEL_DIR": str(model_dir)}
+    r = run_edge("models", env=env)  # no action: the list
+    assert r.returncode == 0 and f"model directory: {model_dir}" in r.stdout
+    assert r.stdout.count("(default)") == 1
+    r = run_edge("config")  # no action: its help
+    assert r.returncode == 0 and "validate" in r.stdout and "show" in r.stdout
+    cfg = tmp_path / "edge.yaml"
+    cfg.write_text("device: porch\n")
+    r = run_edge("config", "show", "-c", cfg)  # -c as run and classify take it
+    assert r.returncode == 0 and "device: porch" in r.stdout
+    r = run_edge("classify", IMAGES, "--threads", "1", "-k", "1", "--json", "-v", env=env)
+    assert r.returncode == 0, r.stderr  # a folder, and -v after the subcommand
+    got = [json.loads(ln)["image"] for ln in r.stdout.splitlines()]
+    assert len(got) == len([p for p in IMAGES.iterdir() if p.suffix in (".bmp", ".jpg")])
+    bad = "mobilenet_v2_in8"
+    for cmd in (["classify", IMAGES / "cat.bmp", "--model", bad], ["inspect", bad],
+                ["run", "--max-frames", "1", "--model", bad]):
+        r = run_edge(*cmd, env=env)
+        assert r.returncode == 2
+        assert "model 'mobilenet_v2_in8': no such file, and no model of that name" in r.stderr
+        assert "did you mean 'mobilenet_v2_int8'?" in r.stderr
+    r = run_edge("reload", "--pidfile", tmp_path / "none.pid")
+    assert r.returncode == 2
+
+
+def test_json_index_is_the_output_position_and_zero_scores_are_not_listed(model_dir):
+    r = run_edge("classify", IMAGES / "cat.bmp", "--threads", "1", "-k", "1001", "--json",
+                 env={"EDGE_MODEL_DIR": str(model_dir)})
+    top = json.loads(r.stdout)["top"]
+    assert 0 < len(top) < 1001 and all(t["score"] > 0 for t in top)
+    labels = [ln.strip() for ln in (MODELS / "imagenet_labels.txt").read_text().splitlines()]
+    assert all(labels[t["index"]] == t["label"] for t in top)
+    cranes = [i for i, lb in enumerate(labels) if lb == "crane"]
+    assert len(cranes) == 2  # why a name cannot give the index

@@ -8,6 +8,7 @@ CPU figure is the chain's own cost; the wall figure also counts waiting for a co
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
@@ -64,7 +65,14 @@ def per_frame_us(chain: Chain, vecs: list[np.ndarray], batches: int = 30, size: 
 
 def main(argv: list[str]) -> None:
     assets = Path(os.environ.get("EDGE_ASSETS", Path(__file__).parents[3] / "shared/assets"))
-    path = Path(argv[0]) if argv else assets / "models" / "imagenet_labels.txt"
+    ap = argparse.ArgumentParser(prog="python -m edge.postprocess.bench",
+                                 description=__doc__.split("\n")[0])
+    ap.add_argument("labels", nargs="?", type=Path,
+                    default=assets / "models" / "imagenet_labels.txt",
+                    help="labels file (default: the assets' imagenet_labels.txt)")
+    path = ap.parse_args(argv).labels
+    if not path.is_file():
+        ap.error(f"{path}: no such labels file")
     labels = parse_labels(path.read_text(encoding="utf-8"))
     vecs = frames(len(labels))
     print(f"{len(labels)} labels ({path.name}); best of 30 batches of 300 frames")
