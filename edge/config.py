@@ -32,6 +32,14 @@ from pydantic_core import PydanticCustomError
 
 from edge import labels as labelmatch
 from edge.errors import ConfigError
+from edge.limits import (
+    MAX_CONFIG_BYTES,
+    MAX_SECRET_BYTES,
+    FileLimitError,
+    human,
+    read_capped,
+)
+from edge.yamlbound import compose_and_load
 
 DEFAULT_PATH = Path("/etc/edge/edge.yaml")
 # Without a `postprocess:` key: smooth a little, then an event when any label holds >= 0.6.
@@ -454,9 +462,11 @@ def _merge_union(msgs: list[str]) -> str:
 
 def parse(text: str, where: str = "<config>"):
     """Validate YAML text into a Config; raises ConfigError naming file:line:col and key."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{where}: config too large ({len(text)} characters; the limit is "
+                          f"{human(MAX_CONFIG_BYTES)})")
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node, data = compose_and_load(text, where)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
@@ -486,9 +496,11 @@ def load(path: str | Path | None) -> Any:
     if path is None and not p.exists():
         return parse("", "<defaults>")
     try:
-        text = p.read_text(encoding="utf-8")
+        text = read_capped(p, MAX_CONFIG_BYTES).decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{p}: config file not found") from None
+    except FileLimitError as e:
+        raise ConfigError(f"{p}: cannot use this config file ({e})") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{p}: cannot read config ({e})") from None
     cfg = parse(text, str(p))
@@ -500,9 +512,9 @@ def read_secret(value: str | None, file: str | None, what: str) -> str | None:
     """A secret given inline (or by ${ENV}) or in a file of its own."""
     if file:
         try:
-            return Path(file).read_text(encoding="utf-8").strip()
+            return read_capped(file, MAX_SECRET_BYTES).decode("utf-8", "replace").strip()
         except OSError as e:
-            raise ConfigError(f"{what}: cannot read {file} ({e.strerror})") from None
+            raise ConfigError(f"{what}: cannot read {file} ({e.strerror or e})") from None
     return value
 
 

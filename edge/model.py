@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from edge.errors import ModelError
+from edge.limits import MAX_LABELS_BYTES, read_capped
 from edge.metadata import Metadata, check_structure, embedded_files, read_metadata
 
 log = logging.getLogger(__name__)
@@ -448,7 +449,7 @@ def check_model_file(path: Path) -> bytes:
 def load_labels(path: Path | None, buf: bytes, md: Metadata, n_out: int, model: Path) -> list[str]:
     if path is not None:
         try:
-            text = Path(path).read_text(encoding="utf-8")
+            text = read_capped(path, MAX_LABELS_BYTES).decode("utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise ModelError(f"{path}: cannot read labels ({e})") from None
         return fit_labels(parse_labels(text), n_out, str(path))
