@@ -52,7 +52,7 @@ DEFAULT_CHAIN = (
 class Strict(BaseModel):
     """A config section: unknown keys are errors, with a 'did you mean'."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
@@ -77,7 +77,7 @@ class SourceConfig(Strict):
         description="auto: the Pi camera if present, else /dev/video0; opencv: USB camera, "
         "stream or video file; files: an image, folder or glob",
     )
-    device: int | str = Field(
+    device: Annotated[int, Field(ge=0, le=1023)] | str = Field(
         0,
         description="opencv: camera index, /dev/videoN, rtsp:// or http:// URL, or a video "
         "file; picamera2: camera number",
@@ -85,7 +85,7 @@ class SourceConfig(Strict):
     path: str | None = Field(None, description="files: an image, a folder or a glob")
     width: int = Field(640, ge=16, le=8192, description="capture width in pixels")
     height: int = Field(480, ge=16, le=8192, description="capture height in pixels")
-    fps: float = Field(30.0, gt=0, le=240, description="requested camera frame rate")
+    fps: float = Field(30.0, ge=0.01, le=240, description="requested camera frame rate")
     fourcc: str = Field("MJPG", min_length=4, max_length=4, description="USB camera format")
     loop: bool = Field(False, description="files and video files: start again at the end")
     realtime: bool = Field(
@@ -100,16 +100,19 @@ class SourceConfig(Strict):
         "RGB888 on a Pi 5 (24-bit RGB, requested as picamera2's 'BGR888', whose bytes are R,G,B)",
     )
     stall_timeout_s: float = Field(
-        5.0, gt=0, le=3600, description="no frame for this long counts as a stall: reconnect"
+        5.0, ge=0.1, le=3600, description="no frame for this long counts as a stall: reconnect"
     )
     stale_frames: int = Field(
         50,
         ge=0,
+        le=100_000,
         description="this many byte-identical frames in a row count as a stall (an unplugged "
         "USB camera keeps returning its last frame); 0 turns the check off",
     )
-    backoff_initial_s: float = Field(0.5, gt=0, description="first reconnect delay")
-    backoff_max_s: float = Field(30.0, gt=0, description="reconnect delay cap (doubles up to it)")
+    backoff_initial_s: float = Field(0.5, ge=0.01, le=3600, description="first reconnect delay")
+    backoff_max_s: float = Field(
+        30.0, ge=0.01, le=3600, description="reconnect delay cap (doubles up to it)"
+    )
 
 
 class ModelConfig(Strict):
@@ -137,15 +140,32 @@ class ModelConfig(Strict):
     xnnpack: bool = Field(True, description="use the XNNPACK delegate (fast int8 kernels)")
 
 
+MIN_FPS = 0.001  # below it a period overflows timers (1e-300 did) and nothing happens anyway
+
+
 class InferenceConfig(Strict):
     max_fps: float = Field(
-        0.0, ge=0, description="cap on classifications per second; 0: as fast as frames come"
+        0.0,
+        ge=0,
+        le=1000,
+        description="cap on classifications per second (at least 0.001: one per 17 min); "
+        "0: as fast as frames come",
     )
+
+    @field_validator("max_fps")
+    @classmethod
+    def _usable_fps(cls, v: float) -> float:
+        if 0 < v < MIN_FPS:
+            raise ValueError(f"must be 0 (no cap) or at least {MIN_FPS:g}")
+        return v
+
+
+_Fraction = Annotated[float, Field(ge=0, le=1)]
 
 
 class RoiConfig(Strict):
     name: str = Field(..., min_length=1, description="names the region in results and events")
-    box: tuple[float, float, float, float] = Field(
+    box: tuple[_Fraction, _Fraction, _Fraction, _Fraction] = Field(
         ..., description="x0, y0, x1, y1 as fractions of the frame (0..1)"
     )
 
@@ -167,12 +187,14 @@ class WebConfig(Strict):
     )
     token: str | None = Field(None, description="access token (prefer token_file or ${ENV})")
     token_file: str | None = Field(None, description="file holding the access token")
-    preview_fps: float = Field(5.0, gt=0, le=30, description="MJPEG preview rate per viewer")
+    preview_fps: float = Field(5.0, ge=0.1, le=30, description="MJPEG preview rate per viewer")
 
 
 class ServiceConfig(Strict):
-    status_every_s: float = Field(5.0, gt=0, description="systemd STATUS= update period")
-    stats_every_s: float = Field(60.0, ge=0, description="stats line in the log; 0: never")
+    status_every_s: float = Field(5.0, ge=0.1, le=3600, description="systemd STATUS= update period")
+    stats_every_s: float = Field(
+        60.0, ge=0, le=86400, description="stats line in the log; 0: never"
+    )
     watch_config: bool = Field(False, description="reload when the config file changes")
     pidfile: str | None = Field(
         None, description="pid file for `edge reload`; default $RUNTIME_DIRECTORY/edge.pid"

@@ -15,6 +15,8 @@ import numpy as np
 from edge.errors import ConfigError
 
 MB = 1024 * 1024  # the unit of every *_mb option
+MAX_DISK_MB = 10_000_000  # 10 TB: the upper bound of every disk budget (finite, fits an int)
+MAX_FILES = 100_000_000  # the upper bound of every max_files
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 

@@ -25,7 +25,7 @@ from edge.config import read_secret
 from edge.errors import ConfigError
 from edge.sinks import SINKS
 from edge.sinks.base import EventSinkParams, Item, Sink
-from edge.sinks.files import MB, LineFile, make_dir, slug, state_dir
+from edge.sinks.files import MAX_DISK_MB, MB, LineFile, make_dir, slug, state_dir
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +56,13 @@ class MqttParams(EventSinkParams):
         "$STATE_DIRECTORY (or /var/lib/edge, ~/.local/state/edge)/mqtt-spool-DEVICE.jsonl",
     )
     spool_mb: float = Field(
-        20.0, gt=0, description="spool cap; past it the oldest spooled events are lost (counted)"
+        20.0, gt=0, le=MAX_DISK_MB,
+        description="spool cap; past it the oldest spooled events are lost (counted)",
     )
-    backoff_min_s: float = Field(1.0, gt=0, description="first reconnect delay (doubles)")
-    backoff_max_s: float = Field(60.0, gt=0, description="reconnect delay cap")
+    backoff_min_s: float = Field(
+        1.0, ge=0.01, le=3600, description="first reconnect delay (doubles)"
+    )
+    backoff_max_s: float = Field(60.0, ge=0.01, le=3600, description="reconnect delay cap")
     homeassistant: bool = Field(
         False, description="publish Home Assistant MQTT discovery: one binary_sensor per label"
     )

@@ -19,12 +19,14 @@ class WebhookParams(EventSinkParams):
     url: str = Field(
         ..., pattern=r"^https?://", description="http:// or https:// address to POST to"
     )
-    timeout_s: float = Field(5.0, gt=0, le=300, description="per-request connect+read timeout")
+    timeout_s: float = Field(5.0, ge=0.01, le=300, description="per-request connect+read timeout")
     retries: int = Field(
         5, ge=0, le=100, description="attempts after the first for a 5xx, 408, 429 or network error"
     )
-    backoff_initial_s: float = Field(1.0, gt=0, description="first retry delay (doubles)")
-    backoff_max_s: float = Field(60.0, gt=0, description="retry delay cap")
+    backoff_initial_s: float = Field(
+        1.0, ge=0.01, le=3600, description="first retry delay (doubles)"
+    )
+    backoff_max_s: float = Field(60.0, ge=0.01, le=3600, description="retry delay cap")
     headers: dict[str, str] = Field(default_factory=dict, description="extra request headers")
     token: str | None = Field(
         None, description="sent as 'Authorization: Bearer TOKEN' (prefer token_file or ${ENV})"
