@@ -39,6 +39,7 @@ from edge.limits import (
     human,
     read_capped,
 )
+from edge.urlmask import mask_url
 from edge.yamlbound import compose_and_load
 
 DEFAULT_PATH = Path("/etc/edge/edge.yaml")
@@ -584,12 +585,11 @@ def new_clashes(before: list[str], after: list[str]) -> list[str]:
 
 
 _SECRET_KEY = re.compile(r"password$|token$|secret|^headers$", re.I)
-_URL_CREDENTIALS = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
 
 
 def masked(cfg) -> dict:
     """The effective config as plain data with secrets replaced by '***': password/token/
-    secret keys, every HTTP header value, and user:password@ inside URLs."""
+    secret keys, every HTTP header value, and credentials inside URLs (edge.urlmask)."""
     data = cfg.model_dump(mode="json")
 
     def walk(x, key=""):
@@ -601,7 +601,7 @@ def masked(cfg) -> dict:
         if isinstance(x, list):
             return [walk(v, key) for v in x]
         if isinstance(x, str):
-            return _URL_CREDENTIALS.sub(r"\1***@", x)
+            return mask_url(x)
         return x
 
     return walk(data)
