@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 import paho.mqtt.client as mqtt
-from pydantic import Field
+from pydantic import Field, field_validator
 
 import edge
 from edge.config import read_secret
@@ -72,6 +72,23 @@ class MqttParams(EventSinkParams):
         description="labels announced to Home Assistant at connect ('cat', or 'ROI/cat'); "
         "others are announced when their first event arrives",
     )
+
+    @field_validator("topic", "discovery_prefix")
+    @classmethod
+    def _publishable(cls, v: str | None) -> str | None:
+        """paho refuses to publish to these (ValueError in the worker, every time: events
+        only piled up in the spool): say so at validation instead."""
+        if v is None:
+            return v
+        if not v.strip("/"):
+            raise ValueError("a topic needs at least one level (e.g. edge/porch)")
+        if bad := sorted({c for c in v if c in "+#\0"}):
+            raise ValueError(
+                f"{', '.join(repr(c) for c in bad)} cannot be in a topic published to ('+' and "
+                "'#' are MQTT subscription wildcards; e.g. edge/porch)")
+        if len(v.encode()) > 60000:
+            raise ValueError("longer than MQTT allows (65535 bytes with the suffix)")
+        return v
 
 
 class Spool:
