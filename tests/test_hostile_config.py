@@ -7,54 +7,18 @@ peak RSS from wait4: the case must stay within a few MB of a plain config's run.
 
 from __future__ import annotations
 
-import os
-import resource
-import sys
-import time
-
 import pytest
 from conftest import IMAGES, TINY_MODEL
-from helpers import REPO
-
-AS_LIMIT = 3 * 1024**3  # the child dies (MemoryError) rather than eat the machine
-
-
-def _limit() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (AS_LIMIT, AS_LIMIT))
+from helpers import run_edge_measured
 
 
 @pytest.fixture(scope="module")
 def baseline_rss(tmp_path_factory) -> int:
     ok = tmp_path_factory.mktemp("ok") / "ok.yaml"
     ok.write_text(f"model: {{path: {TINY_MODEL}}}\n")
-    code, err, _, rss = _run_measured(ok)
+    code, err, _, rss = run_edge_measured(ok)
     assert code == 0, err
     return rss
-
-
-def _run_measured(path, *args: str) -> tuple[int, str, float, int]:
-    """(exit code, stderr, seconds, peak RSS in KB) of `edge config validate PATH` (or of
-    `edge ARGS`), reaping the child ourselves so that its own rusage is known."""
-    t0 = time.monotonic()
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: limit, redirect, exec
-        os.close(r)
-        os.dup2(w, 2)
-        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
-        _limit()
-        os.chdir(REPO)
-        argv = args or ("config", "validate", str(path))
-        os.execv(sys.executable, [sys.executable, "-m", "edge", *argv])
-    os.close(w)
-    chunks = []
-    deadline = time.monotonic() + 60
-    with os.fdopen(r, "rb") as f:
-        chunks.append(f.read())  # EOF when the child exits
-    _, status, ru = os.wait4(pid, 0)
-    assert time.monotonic() < deadline
-    return os.waitstatus_to_exitcode(status), b"".join(chunks).decode(), \
-        time.monotonic() - t0, ru.ru_maxrss
 
 
 BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
@@ -78,7 +42,7 @@ def test_hostile_config_exits_2_with_one_line_fast_and_small(case, tmp_path, bas
         path.write_text("postprocess:\n" + line * (50 * 1024 * 1024 // len(line)))
     else:
         path.write_text(text)
-    code, err, seconds, rss = _run_measured(path)
+    code, err, seconds, rss = run_edge_measured(path)
     assert code == 2, err[-2000:]
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("edge: error: "), err[-2000:]
@@ -89,14 +53,14 @@ def test_hostile_config_exits_2_with_one_line_fast_and_small(case, tmp_path, bas
 
 
 def test_config_that_is_not_a_regular_file(tmp_path):
-    code, err, _, _ = _run_measured("/dev/zero")
+    code, err, _, _ = run_edge_measured("/dev/zero")
     assert code == 2
     assert err.strip() == "edge: error: /dev/zero: cannot use this config file (not a regular file)"
 
 
 def classify_with_labels(labels) -> tuple[int, str, float, int]:
     image = IMAGES / "cat.bmp"
-    return _run_measured(None, "classify", str(image), "--model", str(TINY_MODEL),
+    return run_edge_measured(None, "classify", str(image), "--model", str(TINY_MODEL),
                          "--labels", str(labels))
 
 
