@@ -189,6 +189,11 @@ class WebConfig(Strict):
     token: str | None = Field(None, description="access token (prefer token_file or ${ENV})")
     token_file: str | None = Field(None, description="file holding the access token")
     preview_fps: float = Field(5.0, ge=0.1, le=30, description="MJPEG preview rate per viewer")
+    hosts: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(
+        default_factory=list,
+        description="more host names the page may be reached by (e.g. edge.local); any other "
+        "Host header gets 421, so DNS rebinding cannot reach the page",
+    )
 
 
 class ServiceConfig(Strict):

@@ -240,8 +240,12 @@ class CaptureThread:
                 conn.thread = threading.Thread(
                     target=self._read_loop, args=(conn,), name=f"{self.name}-reader", daemon=True
                 )
-                conn.thread.start()
-                outcome, detail = self._watch(conn)
+                try:
+                    conn.thread.start()
+                except RuntimeError as e:  # "can't start new thread": retry, never die
+                    outcome, detail = "error", f"cannot start a reader thread ({e})"
+                else:
+                    outcome, detail = self._watch(conn)
             if self._stop.is_set() or outcome == "stopped":
                 break
             if outcome == "ended":
