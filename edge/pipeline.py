@@ -324,6 +324,8 @@ class Pipeline:
             self.capture.stop()
             self.outbox.close()
             log.info(self.stats.line())
+        if self.capture.fatal:  # a file source that cannot be read: exit 2
+            raise EdgeError(f"source failed: {self.capture.fatal}")
         return 0
 
     def _housekeeping(self) -> None:

@@ -3,9 +3,14 @@ that cannot be read end `edge run` with a clear error and exit 2; live sources k
 
 from __future__ import annotations
 
+import os
+import shutil
 import threading
+from pathlib import Path
 
-from helpers import wait_for
+import pytest
+from conftest import TINY_MODEL
+from helpers import run_edge, wait_for
 from test_capture import MODEL_SIZE, collect, fast
 
 from edge.capture import CaptureThread, LatestFrame, open_source
@@ -36,3 +41,61 @@ def test_supervisor_survives_failed_reader_thread_starts(images, monkeypatch):
         assert len(collect(slot, 3)) == 3  # frames flow again
     finally:
         cap.stop()
+
+
+# ------------------------------------------------------------------ edge run on bad files
+
+
+@pytest.fixture(scope="module")
+def quiet_cfg(tmp_path_factory) -> Path:
+    p = tmp_path_factory.mktemp("cfg") / "edge.yaml"
+    p.write_text("web: {enabled: false}\nmodel: {threads: 1}\n")
+    return p
+
+
+def run_on(source, cfg: Path):
+    return run_edge("run", "--config", cfg, "--source", source, "--model", TINY_MODEL,
+                    "--no-drop", timeout=60)
+
+
+def test_folder_of_junk_or_mixed_junk_ends_run_with_exit_2(tmp_path, images, quiet_cfg):
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "a.jpg").write_bytes(b"not a jpeg")
+    (junk / "b.png").write_bytes(os.urandom(500))
+    r = run_on(junk, quiet_cfg)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"edge: error: source failed: {junk / 'a.jpg'}: cannot read this file as an image")
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    shutil.copy(images / "cat.bmp", mixed / "a.bmp")
+    (mixed / "b.jpg").write_bytes(b"garbage")
+    r = run_on(mixed, quiet_cfg)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines()[-1].endswith("b.jpg: cannot read this file as an image")
+    (mixed / "b.jpg").unlink()
+    assert run_on(mixed, quiet_cfg).returncode == 0  # a readable folder still ends with 0
+
+
+def test_corrupt_videos_end_run_with_exit_2(tmp_path, demo_clip, quiet_cfg):
+    noise = tmp_path / "noise.mp4"
+    noise.write_bytes(os.urandom(20_000))
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(demo_clip.read_bytes()[:3000])  # the header, no frame
+    for video in (noise, cut):
+        r = run_on(video, quiet_cfg)
+        assert r.returncode == 2, (video, r.stderr[-2000:])
+        last = r.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"edge: error: source failed: {video}: "), last
+        assert "cannot open" in last or "no frame could be read" in last
+
+
+def test_missing_video_or_empty_glob_is_an_error_at_start(tmp_path, quiet_cfg):
+    r = run_on(tmp_path / "typo.mp4", quiet_cfg)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1].startswith(
+        f"edge: error: source.device {tmp_path / 'typo.mp4'}: no such video file")
+    r = run_on(str(tmp_path / "*.jpg"), quiet_cfg)
+    assert r.returncode == 2
+    assert f"edge: error: source.path {tmp_path / '*.jpg'}: matches no files" in r.stderr

@@ -7,6 +7,8 @@ can never work, so a caller can report those before starting.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from edge.capture.base import Frame, Source, SourceError
 from edge.capture.files import FilesSource
 from edge.capture.opencv import OpenCVSource
@@ -35,7 +37,13 @@ def open_source(cfg: SourceConfig, model_size: tuple[int, int]) -> Source:
         import_picamera2()  # not installed: say how now, not at every reconnect
         return Picamera2Source(cfg, model_size)
     if kind == "opencv":
-        return OpenCVSource(cfg)
+        source = OpenCVSource(cfg)
+        if source.kind == "file" and not Path(str(device)).is_file():
+            raise EdgeError(f"source.device {device}: no such video file (a camera is a number "
+                            "or /dev/videoN, a stream a URL)")
+        return source
     if not cfg.path:
         raise EdgeError("source.path is required with kind: files (an image, folder or glob)")
-    return FilesSource(cfg.path, loop=cfg.loop, fps=cfg.fps if cfg.realtime else None)
+    source = FilesSource(cfg.path, loop=cfg.loop, fps=cfg.fps if cfg.realtime else None)
+    source.check()  # a path with no images can never work: say so now, not in a retry loop
+    return source

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from edge.capture.base import Pacer, SourceError
+from edge.errors import EdgeError
 from edge.imagesize import too_large
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -64,6 +65,15 @@ class FilesSource:
         self.files: list[Path] = []
         self.index = 0
         self.pacer: Pacer | None = None
+
+    def check(self) -> None:
+        """EdgeError now when the path names no images (open raises the same, later)."""
+        try:
+            self.open()
+        except SourceError as e:
+            raise EdgeError(f"source.path {e}") from None
+        finally:
+            self.close()
 
     def open(self) -> None:
         self.files = list_images(self.path)
