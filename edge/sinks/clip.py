@@ -83,14 +83,18 @@ def write_avi(path: Path, frames: list[tuple[float, bytes]], fps: float) -> None
     if not writer.isOpened():
         raise RuntimeError(f"cannot write video {tmp}")
     try:
-        for _, data in frames:
-            img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-            if img.shape[:2] != (h, w):
-                img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
-            writer.write(img)
-    finally:
-        writer.release()
-    os.replace(tmp, path)
+        try:
+            for _, data in frames:
+                img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+                if img.shape[:2] != (h, w):
+                    img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+                writer.write(img)
+        finally:
+            writer.release()
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 @SINKS.register("clip")

@@ -102,8 +102,10 @@ class Spool:
     def __init__(self, path: Path, max_bytes: int) -> None:
         self.path = path
         self.max_bytes = max_bytes
+        self._tmp().unlink(missing_ok=True)  # a rewrite cut short (full disk, power cut)
         self.file = LineFile(path, fsync="interval", fsync_every_s=1.0)
         self.lost = 0
+        self.disk_error: str | None = None  # the last write that failed, until one succeeds
         self.done = 0  # bytes at the head of the file already delivered
         self.count = sum(1 for _ in self._lines())
 
@@ -112,21 +114,38 @@ class Spool:
             f.seek(start)
             return [line for line in f if line.strip()]
 
-    def append(self, record: dict) -> None:
+    def _tmp(self) -> Path:
+        return self.path.with_name(f".{self.path.name}.tmp")
+
+    def append(self, record: dict) -> bool:
+        """Spool one record; False (counted in `lost`) when the disk refuses it."""
         line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
-        if self.file.size - self.done + len(line) > self.max_bytes:
-            self._trim(self.max_bytes * 3 // 4 - len(line))
-        self.file.write(line)
+        try:
+            if self.file.size - self.done + len(line) > self.max_bytes:
+                self._trim(self.max_bytes * 3 // 4 - len(line))
+            self.file.write(line)
+        except OSError as e:  # ENOSPC, EIO, read-only: the event is lost, and counted
+            self.lost += 1
+            why = f"{self.path}: {e.strerror}" if e.strerror else str(e)  # (short write: no errno)
+            if self.disk_error is None:
+                log.warning("mqtt spool: cannot write (%s): events are lost (counted in lost) "
+                            "until it can", why)
+            self.disk_error = why
+            return False
+        self.disk_error = None
         self.count += 1
+        return True
 
     def _trim(self, target: int) -> None:
         """Drop the delivered head, then the oldest lines until it fits `target` bytes."""
         lines = self._lines(self.done)
         size = sum(map(len, lines))
+        dropped = 0
         while lines and size > target:
             size -= len(lines.pop(0))
-            self.lost += 1
+            dropped += 1
         self._rewrite(lines)
+        self.lost += dropped  # (a rewrite that failed dropped nothing)
 
     def pending(self) -> list[tuple[dict, int]]:
         """(record, its line's length in bytes) for every event not yet delivered, in order."""
@@ -150,13 +169,18 @@ class Spool:
     def _rewrite(self, lines: list[bytes]) -> None:
         """Atomically make `lines` the spool's contents."""
         self.file.close()
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with open(tmp, "wb") as f:
-            f.writelines(lines)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        self.file.open()
+        tmp = self._tmp()
+        try:
+            with open(tmp, "wb") as f:
+                f.writelines(lines)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
+        finally:
+            self.file.open()  # the old contents, when the rewrite failed
         self.done, self.count = 0, len(lines)
 
     def close(self) -> None:
@@ -351,7 +375,7 @@ class MqttSink(Sink):
         for e in item.events:
             record = {"topic": f"{self.base}/events", "payload": json.dumps(e)}
             if not (self.connected and not self.spool.count and self._send(record)):
-                self.spool.append(record)
+                self.spool.append(record)  # a disk that refuses it counts the event lost
             if e["type"] in ("enter", "exit"):
                 key = (e["roi"], e["label"])
                 value = "ON" if e["type"] == "enter" else "OFF"
@@ -392,4 +416,5 @@ class MqttSink(Sink):
             "inflight": len(self.pending),
             "spooled": self.spool.count,
             "lost": self.spool.lost,
+            "spool_error": self.spool.disk_error,
         }
