@@ -25,6 +25,10 @@ from socketserver import _SocketWriter
 
 log = logging.getLogger(__name__)
 
+REQUEST_TIMEOUT_S = 10.0  # for the request head to arrive
+MAX_WORKERS = 32  # handler threads at once
+MAX_PENDING = 256  # connections waiting for their request head
+
 
 def _env_float(name: str, default: float) -> float:
     """Internal tuning (tests use ~1 s); not a config option."""
@@ -83,9 +87,9 @@ class GatedHTTPServer(ThreadingHTTPServer):
     request_queue_size = 128  # listen() backlog: a burst of connections waits in the kernel
 
     def __init__(self, *args, **kwargs) -> None:
-        self.request_timeout = _env_float("EDGE_WEB_REQUEST_TIMEOUT_S", 10.0)
-        self.max_workers = int(_env_float("EDGE_WEB_MAX_WORKERS", 32))
-        self.max_pending = int(_env_float("EDGE_WEB_MAX_PENDING", 256))
+        self.request_timeout = _env_float("EDGE_WEB_REQUEST_TIMEOUT_S", REQUEST_TIMEOUT_S)
+        self.max_workers = int(_env_float("EDGE_WEB_MAX_WORKERS", MAX_WORKERS))
+        self.max_pending = int(_env_float("EDGE_WEB_MAX_PENDING", MAX_PENDING))
         self.max_head = 32 * 1024
         self.refused = {"busy": 0, "timeout": 0, "too_large": 0, "evicted": 0, "no_thread": 0}
         self._workers = threading.BoundedSemaphore(self.max_workers)
