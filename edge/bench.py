@@ -260,7 +260,7 @@ def _matplotlib():
     try:
         import matplotlib
     except ImportError:
-        raise EdgeError("--plot needs matplotlib: pip install matplotlib (in edge's venv)") from None
+        raise EdgeError("--plot needs matplotlib: pip install matplotlib") from None
     return matplotlib
 
 

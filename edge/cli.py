@@ -72,7 +72,14 @@ def read_image(path: str):
         raise EdgeError(f"{p}: image file not found")
     if p.is_dir():
         raise EdgeError(f"{p}: is a directory, not an image")
-    bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
+    from edge.imagesize import too_large
+
+    if problem := too_large(p):  # before decoding: a small file may declare gigapixels
+        raise EdgeError(f"{p}: {problem}")
+    try:
+        bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
+    except cv2.error:  # OpenCV's own size guard
+        bgr = None
     if bgr is None:
         raise EdgeError(f"{p}: not a readable image (OpenCV cannot decode it)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

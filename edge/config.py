@@ -20,6 +20,12 @@ from pydantic import Field, ValidationError, create_model, field_validator
 
 from edge import labels as labelmatch
 from edge.errors import ConfigError
+from edge.limits import (
+    MAX_CONFIG_BYTES,
+    FileLimitError,
+    human,
+    read_capped,
+)
 from edge.postprocess import STAGES
 from edge.schema import (  # noqa: F401  (spec_items, read_secret: part of the config API)
     Strict,
@@ -29,6 +35,8 @@ from edge.schema import (  # noqa: F401  (spec_items, read_secret: part of the c
     spec_union,
 )
 from edge.sinks import SINKS
+from edge.urlmask import mask_url
+from edge.yamlbound import compose_and_load
 
 DEFAULT_PATH = Path("/etc/edge/edge.yaml")
 # Without a `postprocess:` key: smooth a little, then an event when any label holds >= 0.6.
@@ -44,7 +52,7 @@ class SourceConfig(Strict):
         description="auto: the Pi camera if present, else /dev/video0; opencv: USB camera, "
         "stream or video file; files: an image, folder or glob",
     )
-    device: int | str = Field(
+    device: Annotated[int, Field(ge=0, le=1023)] | str = Field(
         0,
         description="opencv: camera index, /dev/videoN, rtsp:// or http:// URL, or a video "
         "file; picamera2: camera number",
@@ -52,7 +60,7 @@ class SourceConfig(Strict):
     path: str | None = Field(None, description="files: an image, a folder or a glob")
     width: int = Field(640, ge=16, le=8192, description="capture width in pixels")
     height: int = Field(480, ge=16, le=8192, description="capture height in pixels")
-    fps: float = Field(30.0, gt=0, le=240, description="requested camera frame rate")
+    fps: float = Field(30.0, ge=0.01, le=240, description="requested camera frame rate")
     fourcc: str = Field("MJPG", min_length=4, max_length=4, description="USB camera format")
     loop: bool = Field(False, description="files and video files: start again at the end")
     realtime: bool = Field(
@@ -67,16 +75,19 @@ class SourceConfig(Strict):
         "RGB888 on a Pi 5 (24-bit RGB, requested as picamera2's 'BGR888', whose bytes are R,G,B)",
     )
     stall_timeout_s: float = Field(
-        5.0, gt=0, le=3600, description="no frame for this long counts as a stall: reconnect"
+        5.0, ge=0.1, le=3600, description="no frame for this long counts as a stall: reconnect"
     )
     stale_frames: int = Field(
         50,
         ge=0,
+        le=100_000,
         description="this many byte-identical frames in a row count as a stall (an unplugged "
         "USB camera keeps returning its last frame); 0 turns the check off",
     )
-    backoff_initial_s: float = Field(0.5, gt=0, description="first reconnect delay")
-    backoff_max_s: float = Field(30.0, gt=0, description="reconnect delay cap (doubles up to it)")
+    backoff_initial_s: float = Field(0.5, ge=0.01, le=3600, description="first reconnect delay")
+    backoff_max_s: float = Field(
+        30.0, ge=0.01, le=3600, description="reconnect delay cap (doubles up to it)"
+    )
 
 
 class ModelConfig(Strict):
@@ -117,17 +128,33 @@ class ModelConfig(Strict):
 SEGMENTER_MAX_FPS = 2.0  # a segmenter's default cap: ~50-150 ms per invoke here, ~1 s on a Pi 4
 
 
+MIN_FPS = 0.001  # below it a period overflows timers (1e-300 did) and nothing happens anyway
+
+
 class InferenceConfig(Strict):
     max_fps: float = Field(
-        0.0, ge=0, description="cap on classifications per second; 0: as fast as frames come "
-        f"for a classifier, {SEGMENTER_MAX_FPS:g} per second for a segmentation model (its "
-        "invoke costs ~20x a classifier's; --no-drop runs uncapped)"
+        0.0,
+        ge=0,
+        le=1000,
+        description="cap on classifications per second (at least 0.001: one per 17 min); 0: as "
+        f"fast as frames come for a classifier, {SEGMENTER_MAX_FPS:g} per second for a "
+        "segmentation model (its invoke costs ~20x a classifier's; --no-drop runs uncapped)",
     )
+
+    @field_validator("max_fps")
+    @classmethod
+    def _usable_fps(cls, v: float) -> float:
+        if 0 < v < MIN_FPS:
+            raise ValueError(f"must be 0 (no cap) or at least {MIN_FPS:g}")
+        return v
+
+
+_Fraction = Annotated[float, Field(ge=0, le=1)]
 
 
 class RoiConfig(Strict):
     name: str = Field(..., min_length=1, description="names the region in results and events")
-    box: tuple[float, float, float, float] = Field(
+    box: tuple[_Fraction, _Fraction, _Fraction, _Fraction] = Field(
         ..., description="x0, y0, x1, y1 as fractions of the frame (0..1)"
     )
 
@@ -149,12 +176,19 @@ class WebConfig(Strict):
     )
     token: str | None = Field(None, description="access token (prefer token_file or ${ENV})")
     token_file: str | None = Field(None, description="file holding the access token")
-    preview_fps: float = Field(5.0, gt=0, le=30, description="MJPEG preview rate per viewer")
+    preview_fps: float = Field(5.0, ge=0.1, le=30, description="MJPEG preview rate per viewer")
+    hosts: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(
+        default_factory=list,
+        description="more host names the page may be reached by (e.g. edge.local); any other "
+        "Host header gets 421, so DNS rebinding cannot reach the page",
+    )
 
 
 class ServiceConfig(Strict):
-    status_every_s: float = Field(5.0, gt=0, description="systemd STATUS= update period")
-    stats_every_s: float = Field(60.0, ge=0, description="stats line in the log; 0: never")
+    status_every_s: float = Field(5.0, ge=0.1, le=3600, description="systemd STATUS= update period")
+    stats_every_s: float = Field(
+        60.0, ge=0, le=86400, description="stats line in the log; 0: never"
+    )
     watch_config: bool = Field(False, description="reload when the config file changes")
     pidfile: str | None = Field(
         None, description="pid file for `edge reload`; default $RUNTIME_DIRECTORY/edge.pid"
@@ -385,9 +419,11 @@ def _merge_union(msgs: list[str]) -> str:
 
 def parse(text: str, where: str = "<config>"):
     """Validate YAML text into a Config; raises ConfigError naming file:line:col and key."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{where}: config too large ({len(text)} characters; the limit is "
+                          f"{human(MAX_CONFIG_BYTES)})")
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node, data = compose_and_load(text, where)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
@@ -417,9 +453,11 @@ def load(path: str | Path | None) -> Any:
     if path is None and not p.exists():
         return parse("", "<defaults>")
     try:
-        text = p.read_text(encoding="utf-8")
+        text = read_capped(p, MAX_CONFIG_BYTES).decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{p}: config file not found") from None
+    except FileLimitError as e:
+        raise ConfigError(f"{p}: cannot use this config file ({e})") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{p}: cannot read config ({e})") from None
     cfg = parse(text, str(p))
@@ -458,12 +496,11 @@ def check_labels(cfg, labels: list[str], where: str = "<config>") -> None:
 
 
 _SECRET_KEY = re.compile(r"password$|token$|secret|^headers$", re.I)
-_URL_CREDENTIALS = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
 
 
 def masked(cfg) -> dict:
     """The effective config as plain data with secrets replaced by '***': password/token/
-    secret keys, every HTTP header value, and user:password@ inside URLs."""
+    secret keys, every HTTP header value, and credentials inside URLs (edge.urlmask)."""
     data = cfg.model_dump(mode="json")
 
     def walk(x, key=""):
@@ -475,7 +512,7 @@ def masked(cfg) -> dict:
         if isinstance(x, list):
             return [walk(v, key) for v in x]
         if isinstance(x, str):
-            return _URL_CREDENTIALS.sub(r"\1***@", x)
+            return mask_url(x)
         return x
 
     return walk(data)

@@ -28,6 +28,7 @@ import numpy as np
 from edge import catalog, paths
 from edge.atomic import write_atomic
 from edge.errors import ModelError
+from edge.limits import MAX_LABELS_BYTES, read_capped
 from edge.metadata import Metadata, check_structure, embedded_files, read_metadata
 from edge.preprocess import Box, ModelInput
 from edge.task import SEGMENTER, task_of
@@ -477,7 +478,7 @@ def load_labels(path: Path | None, buf: bytes, md: Metadata, n_out: int | None,
                 model: Path) -> list[str]:
     if path is not None:
         try:
-            text = Path(path).read_text(encoding="utf-8")
+            text = read_capped(path, MAX_LABELS_BYTES).decode("utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise ModelError(f"{path}: cannot read labels ({e})") from None
         labels = parse_labels(text)

@@ -360,6 +360,8 @@ class Pipeline:
             if self.outbox is not None:
                 self.outbox.close()
             log.info(self.stats.line())
+        if self.capture is not None and self.capture.fatal:  # a file that cannot be read
+            raise EdgeError(f"source failed: {self.capture.fatal}")
         return 0
 
     def _loop(self, max_frames: int | None, duration: float | None,

@@ -8,7 +8,6 @@ or a sink never has to import the config that imports it.
 from __future__ import annotations
 
 import difflib
-from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import (
@@ -23,6 +22,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from edge.errors import ConfigError
+from edge.limits import MAX_SECRET_BYTES, read_capped
 
 Level = Annotated[float, Field(ge=0, le=1)]  # a score level: thresholds, hysteresis marks
 EventType = Literal["enter", "exit", "status"]
@@ -32,7 +32,8 @@ EVENT_TYPES: tuple[EventType, ...] = get_args(EventType)
 class Strict(BaseModel):
     """A config section: unknown keys are errors, with a 'did you mean'."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    # inf and nan are never a setting: they passed validation and then crashed a timer
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
@@ -102,10 +103,10 @@ def spec_items(specs: list) -> list[tuple[str, Any]]:
 
 
 def read_secret(value: str | None, file: str | None, what: str) -> str | None:
-    """A secret given inline (or by ${ENV}) or in a file of its own."""
+    """A secret given inline (or by ${ENV}) or in a file of its own (a small regular file)."""
     if file:
         try:
-            return Path(file).read_text(encoding="utf-8").strip()
+            return read_capped(file, MAX_SECRET_BYTES).decode("utf-8", "replace").strip()
         except OSError as e:
-            raise ConfigError(f"{what}: cannot read {file} ({e.strerror})") from None
+            raise ConfigError(f"{what}: cannot read {file} ({e.strerror or e})") from None
     return value

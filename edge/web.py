@@ -21,7 +21,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from importlib import resources
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -41,6 +41,7 @@ from edge.overlay import draw_text
 from edge.segment import blend, legend
 from edge.sinks.files import jpeg, scale_to_width
 from edge.stats import THROTTLE_BITS, Histogram
+from edge.webserver import GatedHandler, GatedHTTPServer
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class Access:
     host: str
     port: int
     token: str | None
+    hosts: tuple[str, ...] = ()  # web.hosts: more names the page may be reached by
 
 
 def parse_bind(bind: str) -> tuple[str, int]:
@@ -89,7 +91,42 @@ def access_from_config(web) -> Access:
             f"web.bind {web.bind}: serving on a non-loopback address needs a token: set "
             "web.token (or web.token_file) in the config, or bind to 127.0.0.1"
         )
-    return Access(host, port, token.strip() if token else None)
+    return Access(host, port, token.strip() if token else None,
+                  tuple(h.lower().rstrip(".") for h in web.hosts))
+
+
+WILDCARD = ("0.0.0.0", "::", "")
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def host_name(header: str) -> str:
+    """The host part of a Host header: 'a.b:8080' -> 'a.b', '[::1]:80' -> '::1'."""
+    h = header.strip().lower()
+    if h.startswith("["):
+        return h[1:h.find("]")] if "]" in h else h
+    return (h.rsplit(":", 1)[0] if h.count(":") == 1 else h).rstrip(".")
+
+
+def host_ok(access: Access, header: str | None) -> bool:
+    """DNS rebinding guard: a browser sends the name it resolved, so only this server's own
+    names pass: the bound address, localhost names on loopback (or on every address), an IP
+    address of this machine when bound to every address, and web.hosts. No Host (HTTP/1.0
+    tools) passes: browsers always send one."""
+    if header is None:
+        return True
+    name = host_name(header)
+    bound = access.host.lower()
+    if name == bound or name in access.hosts:
+        return True
+    if (is_loopback(bound) or bound in WILDCARD) and name in LOOPBACK_NAMES:
+        return True
+    if bound in WILDCARD:
+        try:
+            ipaddress.ip_address(name)
+            return True  # an address literal cannot be rebound to another machine
+        except ValueError:
+            return False
+    return False
 
 
 def token_ok(expected: str | None, header: str | None, query: list[str] | None) -> bool:
@@ -470,7 +507,7 @@ class App:
         self.viewers_lock = threading.Lock()
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(GatedHandler, BaseHTTPRequestHandler):
     server_version = "edge"
     app: App  # set on the subclass made per server
 
@@ -511,6 +548,11 @@ class Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         query = parse_qs(url.query)
         app = self.app
+        if not host_ok(app.access, self.headers.get("Host")):
+            host = (self.headers.get("Host") or "")[:100]
+            self._text(421, f"misdirected request: Host {host!r} is not a name of this page "
+                       "(add it to web.hosts in the config)")
+            return
         if not token_ok(app.access.token, self.headers.get("Authorization"), query.get("token")):
             self._unauthorized(url.path, "token" in query)
             return
@@ -620,9 +662,9 @@ class WebServer:
         self.access = access_from_config(web_cfg)
         self.app = App(pipe, self.access, web_cfg.preview_fps)
         handler = type("BoundHandler", (Handler,), {"app": self.app})
-        server = ThreadingHTTPServer
+        server = GatedHTTPServer  # bounded threads, request heads collected without a thread
         if ":" in self.access.host:
-            server = type("Server6", (ThreadingHTTPServer,), {"address_family": socket.AF_INET6})
+            server = type("Server6", (GatedHTTPServer,), {"address_family": socket.AF_INET6})
         self.httpd = server((self.access.host, self.access.port), handler)  # OSError: in use
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="web", daemon=True)

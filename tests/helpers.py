@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import resource
+import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -24,6 +27,38 @@ def run_edge(*args: str, env: dict | None = None, timeout: float = 120, cwd=None
         [sys.executable, "-m", "edge", *map(str, args)],
         capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd or REPO,
     )
+
+
+AS_LIMIT = 3 * 1024**3
+
+
+def run_edge_measured(path, *args: str, timeout: float = 60) -> tuple[int, str, float, int]:
+    """(exit code, stderr, seconds, peak RSS in KB) of `edge config validate PATH` (or of
+    `edge ARGS`) under a 3 GB address-space limit (an unbounded child fails rather than eats
+    the machine), reaping the child ourselves so that its own rusage is known."""
+    t0 = time.monotonic()
+    argv = args or ("config", "validate", str(path))
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: limit, redirect, exec
+        os.close(r)
+        os.dup2(w, 2)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+        resource.setrlimit(resource.RLIMIT_AS, (AS_LIMIT, AS_LIMIT))
+        os.chdir(REPO)
+        os.execv(sys.executable, [sys.executable, "-m", "edge", *argv])
+    os.close(w)
+    killer = threading.Timer(timeout, os.kill, (pid, signal.SIGKILL))
+    killer.start()
+    try:
+        with os.fdopen(r, "rb") as f:
+            err = f.read().decode()  # EOF when the child exits
+        _, status, ru = os.wait4(pid, 0)
+    finally:
+        killer.cancel()
+    seconds = time.monotonic() - t0
+    assert seconds < timeout, f"edge {' '.join(argv)} killed after {timeout} s"
+    return os.waitstatus_to_exitcode(status), err, seconds, ru.ru_maxrss
 
 
 def rgb(path: Path) -> np.ndarray:

@@ -89,8 +89,8 @@ def test_classify_json_on_every_asset(results):
     assert set(results) == {p.name for p in asset_images()}
     for name, res in results.items():
         scores = [t["score"] for t in res["top"]]
-        assert len(scores) == TOP_K, (name, res)
-        assert all(0.0 <= s <= 1.0 for s in scores), (name, scores)
+        assert 1 <= len(scores) <= TOP_K, (name, res)  # labels scoring 0 are not listed
+        assert all(0.0 < s <= 1.0 for s in scores), (name, scores)
         assert scores == sorted(scores, reverse=True), (name, scores)
         assert res["model"] == DEFAULT_MODEL.stem, res
     for name, label in KNOWN_TOP1.items():

@@ -288,7 +288,8 @@ def test_load_names_the_real_file(tmp_path):
     p.write_text("source:\n  fps: 0\n")
     with pytest.raises(ConfigError) as e:
         config.load(p)
-    assert str(e.value) == f"{p}:2:3: source.fps: Input should be greater than 0 (given: 0)"
+    assert str(e.value) == (
+        f"{p}:2:3: source.fps: Input should be greater than or equal to 0.01 (given: 0)")
     with pytest.raises(ConfigError, match="config file not found"):
         config.load(tmp_path / "missing.yaml")
 

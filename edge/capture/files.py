@@ -14,6 +14,8 @@ import cv2
 import numpy as np
 
 from edge.capture.base import Pacer, SourceError
+from edge.errors import EdgeError
+from edge.imagesize import too_large
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
@@ -34,10 +36,20 @@ def list_images(path: str) -> list[Path]:
 
 def read_rgb(path: Path) -> np.ndarray:
     """An image file as HxWx3 RGB uint8; SourceError naming the file when it cannot be read."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    try:
+        if problem := too_large(path):
+            raise SourceError(f"{path}: {problem}")
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    except (OSError, cv2.error) as e:  # cv2.error: OpenCV's own size guard
+        raise SourceError(f"{path}: cannot read this file as an image ({_short(e)})") from None
     if bgr is None:
         raise SourceError(f"{path}: cannot read this file as an image")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=bgr)
+
+
+def _short(e: Exception) -> str:
+    """The last line of an OpenCV error (its first names the C++ source file)."""
+    return str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
 
 
 class FilesSource:
@@ -53,6 +65,15 @@ class FilesSource:
         self.files: list[Path] = []
         self.index = 0
         self.pacer: Pacer | None = None
+
+    def check(self) -> None:
+        """EdgeError now when the path names no images (open raises the same, later)."""
+        try:
+            self.open()
+        except SourceError as e:
+            raise EdgeError(f"source.path {e}") from None
+        finally:
+            self.close()
 
     def open(self) -> None:
         self.files = list_images(self.path)

@@ -153,6 +153,9 @@ class OpenCVSource:
         if not ok:
             if self.kind == "camera":
                 raise SourceError(f"{self.device}: read failed (camera unplugged?)")
+            if self.kind == "file" and not self.frames:
+                raise SourceError(f"{self.device}: no frame could be read (a corrupt or empty "
+                                  "video, or not a video OpenCV can decode)")
             return None  # end of the file (or of the stream: the capture thread reconnects)
         self.frames += 1
         self._grabs += 1

@@ -171,6 +171,7 @@ class CaptureThread:
         self.cfg = cfg
         self.name = name
         self.error: str | None = None  # the last failure, for callers and status pages
+        self.fatal: str | None = None  # why a file source ended capture for good
         # Work done on each delivered frame in this thread (the input plan's tensors), so
         # inference finds it done; swapped by a reload, read once per frame.
         self.prepare: Callable[[Frame], object] | None = None
@@ -240,14 +241,19 @@ class CaptureThread:
                 conn.thread = threading.Thread(
                     target=self._read_loop, args=(conn,), name=f"{self.name}-reader", daemon=True
                 )
-                conn.thread.start()
-                outcome, detail = self._watch(conn)
+                try:
+                    conn.thread.start()
+                except RuntimeError as e:  # "can't start new thread": retry, never die
+                    outcome, detail = "error", f"cannot start a reader thread ({e})"
+                else:
+                    outcome, detail = self._watch(conn)
             if self._stop.is_set() or outcome == "stopped":
                 break
             if outcome == "ended":
                 self._set_state("ended")
                 break
             if outcome == "fatal":
+                self.fatal = detail
                 self._set_state("failed", detail)
                 break
             if conn is not None and conn.frames:
@@ -373,9 +379,9 @@ class CaptureThread:
 
     @staticmethod
     def _failure(conn: _Connection, source: Source | None, msg: str) -> tuple[str, str]:
-        # A file that fails to read fails the same way every time: retrying would loop forever
-        # (or, in an evaluation, repeat frames), so that ends capture. Opening is retried for
-        # every kind: a camera may be plugged in, a video may appear.
-        if conn.doing == "read" and source is not None and not source.live:
+        # A file that fails to open or read fails the same way every time: retrying would loop
+        # forever (or, in an evaluation, repeat frames), so that ends capture (and `edge run`,
+        # with exit 2). A live source (camera, stream) is retried: it may come back.
+        if source is not None and not source.live:
             return "fatal", msg
         return "error", msg

@@ -67,7 +67,13 @@ def open_source(cfg: SourceConfig, model_size: tuple[int, int]) -> Source:
         import_picamera2()  # not installed: say how now, not at every reconnect
         return Picamera2Source(cfg, model_size)
     if kind == "opencv":
-        return OpenCVSource(cfg)
+        source = OpenCVSource(cfg)
+        if source.kind == "file" and not Path(str(cfg.device)).is_file():
+            raise EdgeError(f"source.device {cfg.device}: no such video file (a camera is a "
+                            "number or /dev/videoN, a stream a URL)")
+        return source
     if not cfg.path:
         raise EdgeError("source.path is required with kind: files (an image, folder or glob)")
-    return FilesSource(cfg.path, loop=cfg.loop, fps=cfg.fps if cfg.realtime else None)
+    source = FilesSource(cfg.path, loop=cfg.loop, fps=cfg.fps if cfg.realtime else None)
+    source.check()  # a path with no images can never work: say so now, not in a retry loop
+    return source

@@ -20,7 +20,16 @@ from pydantic import Field
 
 from edge.atomic import replacing
 from edge.sinks.base import SINKS, EventSinkParams, EventType, Item, Sink, frame_queue
-from edge.sinks.files import MB, DiskBudget, event_filename, jpeg, make_dir, scale_to_width
+from edge.sinks.files import (
+    MAX_DISK_MB,
+    MAX_FILES,
+    MB,
+    DiskBudget,
+    event_filename,
+    jpeg,
+    make_dir,
+    scale_to_width,
+)
 
 
 class ClipParams(EventSinkParams):
@@ -34,16 +43,21 @@ class ClipParams(EventSinkParams):
     max_s: float = Field(
         30.0, gt=0, le=600, description="longest clip; later events then start a new one"
     )
-    fps: float = Field(10.0, gt=0, le=60, description="frames sampled per second")
+    fps: float = Field(10.0, ge=0.1, le=60, description="frames sampled per second")
     width: int = Field(
         640, ge=0, le=8192, description="frames are scaled down to this width; 0: full size"
     )
     quality: int = Field(80, ge=1, le=100, description="JPEG quality of the ring and the clip")
     ring_mb: float = Field(
-        16.0, gt=0, description="memory cap for the encoded frames held (ring and open clip)"
+        16.0, gt=0, le=4096,
+        description="memory cap for the encoded frames held (ring and open clip)",
     )
-    max_mb: float = Field(1000.0, gt=0, description="disk budget; the oldest clips go first")
-    max_files: int = Field(0, ge=0, description="clip count limit; 0: only max_mb applies")
+    max_mb: float = Field(
+        1000.0, gt=0, le=MAX_DISK_MB, description="disk budget; the oldest clips go first"
+    )
+    max_files: int = Field(
+        0, ge=0, le=MAX_FILES, description="clip count limit; 0: only max_mb applies"
+    )
 
 
 @dataclass

@@ -10,7 +10,7 @@ from pydantic import Field, model_validator
 from edge.atomic import write_atomic
 from edge.events import iso_time
 from edge.sinks.base import SINKS, Item, Sink, SinkParams, frame_queue
-from edge.sinks.files import MB, DiskBudget, jpeg, make_dir, slug
+from edge.sinks.files import MAX_DISK_MB, MAX_FILES, MB, DiskBudget, jpeg, make_dir, slug
 
 
 class CollectParams(SinkParams):
@@ -22,10 +22,15 @@ class CollectParams(SinkParams):
         default_factory=list, description="only when the top label is one of these; []: any"
     )
     every_s: float = Field(
-        5.0, ge=0, description="at most one frame per ROI this often (consecutive frames repeat)"
+        5.0, ge=0, le=86400,
+        description="at most one frame per ROI this often (consecutive frames repeat)",
     )
-    max_mb: float = Field(200.0, gt=0, description="disk budget; the oldest files go first")
-    max_files: int = Field(1000, ge=0, description="image count limit; 0: only max_mb applies")
+    max_mb: float = Field(
+        200.0, gt=0, le=MAX_DISK_MB, description="disk budget; the oldest files go first"
+    )
+    max_files: int = Field(
+        1000, ge=0, le=MAX_FILES, description="image count limit; 0: only max_mb applies"
+    )
     quality: int = Field(92, ge=1, le=100, description="JPEG quality")
 
     @model_validator(mode="after")

@@ -12,9 +12,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge.atomic import TEMP_GLOB
 from edge.errors import ConfigError
 
 MB = 1024 * 1024  # the unit of every *_mb option
+MAX_DISK_MB = 10_000_000  # 10 TB: the upper bound of every disk budget (finite, fits an int)
+MAX_FILES = 100_000_000  # the upper bound of every max_files
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -146,7 +149,7 @@ class DiskBudget:
         self.max_files = max_files
         self.companions = companions
         self.pruned = 0
-        for stale in self.dir.glob(".*.tmp*"):
+        for stale in self.dir.glob(TEMP_GLOB):
             stale.unlink(missing_ok=True)
         found = []
         for p in self.dir.iterdir():

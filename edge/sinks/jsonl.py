@@ -11,13 +11,14 @@ from pydantic import Field
 
 from edge.errors import ConfigError
 from edge.sinks.base import SINKS, EventSinkParams, Item, Sink
-from edge.sinks.files import MB, LineFile, make_dir
+from edge.sinks.files import MAX_DISK_MB, MB, LineFile, make_dir
 
 
 class JsonlParams(EventSinkParams):
     path: str = Field("/var/lib/edge/events.jsonl", description="the events file")
     max_mb: float = Field(
-        50.0, ge=0, description="rotate when the file would grow past this; 0: never rotate"
+        50.0, ge=0, le=MAX_DISK_MB,
+        description="rotate when the file would grow past this; 0: never rotate",
     )
     keep: int = Field(5, ge=0, le=1000, description="rotated files kept (path.1 is the newest)")
     fsync: Literal["always", "interval", "never"] = Field(
@@ -25,7 +26,9 @@ class JsonlParams(EventSinkParams):
         description="always: fsync after every event (survives a power cut, slow on SD cards); "
         "interval: at most every fsync_every_s; never: leave it to the kernel",
     )
-    fsync_every_s: float = Field(1.0, gt=0, description="fsync period for fsync: interval")
+    fsync_every_s: float = Field(
+        1.0, ge=0.001, le=3600, description="fsync period for fsync: interval"
+    )
 
 
 def rotate(path: Path, keep: int) -> None:

@@ -18,7 +18,8 @@ class LogParams(EventSinkParams):
         "text", description="text: short human lines; json: the event JSON, one per line"
     )
     every_s: float = Field(
-        10.0, ge=0, description="status line (top labels per ROI) at most this often; 0: never"
+        10.0, ge=0, le=86400,
+        description="status line (top labels per ROI) at most this often; 0: never",
     )
     stream: Literal["stdout", "stderr"] = Field("stdout", description="where lines go")
 

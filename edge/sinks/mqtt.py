@@ -17,15 +17,15 @@ from pathlib import Path
 from typing import Literal
 
 import paho.mqtt.client as mqtt
-from pydantic import Field
+from pydantic import Field, field_validator
 
 import edge
-from edge.atomic import replacing
+from edge.atomic import replacing, temp_path
 from edge.errors import ConfigError
 from edge.paths import state_dir
 from edge.schema import read_secret
 from edge.sinks.base import SINKS, EventSinkParams, Item, Sink
-from edge.sinks.files import MB, LineFile, make_dir, slug
+from edge.sinks.files import MAX_DISK_MB, MB, LineFile, make_dir, slug
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +56,13 @@ class MqttParams(EventSinkParams):
         "$STATE_DIRECTORY (or /var/lib/edge, ~/.local/state/edge)/mqtt-spool-DEVICE.jsonl",
     )
     spool_mb: float = Field(
-        20.0, gt=0, description="spool cap; past it the oldest spooled events are lost (counted)"
+        20.0, gt=0, le=MAX_DISK_MB,
+        description="spool cap; past it the oldest spooled events are lost (counted)",
     )
-    backoff_min_s: float = Field(1.0, gt=0, description="first reconnect delay (doubles)")
-    backoff_max_s: float = Field(60.0, gt=0, description="reconnect delay cap")
+    backoff_min_s: float = Field(
+        1.0, ge=0.01, le=3600, description="first reconnect delay (doubles)"
+    )
+    backoff_max_s: float = Field(60.0, ge=0.01, le=3600, description="reconnect delay cap")
     homeassistant: bool = Field(
         False, description="publish Home Assistant MQTT discovery: one binary_sensor per label"
     )
@@ -69,6 +72,23 @@ class MqttParams(EventSinkParams):
         description="labels announced to Home Assistant at connect ('cat', or 'ROI/cat'); "
         "others are announced when their first event arrives",
     )
+
+    @field_validator("topic", "discovery_prefix")
+    @classmethod
+    def _publishable(cls, v: str | None) -> str | None:
+        """paho refuses to publish to these (ValueError in the worker, every time: events
+        only piled up in the spool): say so at validation instead."""
+        if v is None:
+            return v
+        if not v.strip("/"):
+            raise ValueError("a topic needs at least one level (e.g. edge/porch)")
+        if bad := sorted({c for c in v if c in "+#\0"}):
+            raise ValueError(
+                f"{', '.join(repr(c) for c in bad)} cannot be in a topic published to ('+' and "
+                "'#' are MQTT subscription wildcards; e.g. edge/porch)")
+        if len(v.encode()) > 60000:
+            raise ValueError("longer than MQTT allows (65535 bytes with the suffix)")
+        return v
 
 
 class Spool:
@@ -82,8 +102,10 @@ class Spool:
     def __init__(self, path: Path, max_bytes: int) -> None:
         self.path = path
         self.max_bytes = max_bytes
+        self._tmp().unlink(missing_ok=True)  # a rewrite cut short (full disk, power cut)
         self.file = LineFile(path, fsync="interval", fsync_every_s=1.0)
         self.lost = 0
+        self.disk_error: str | None = None  # the last write that failed, until one succeeds
         self.done = 0  # bytes at the head of the file already delivered
         self.count = sum(1 for _ in self._lines())
 
@@ -92,21 +114,38 @@ class Spool:
             f.seek(start)
             return [line for line in f if line.strip()]
 
-    def append(self, record: dict) -> None:
+    def _tmp(self) -> Path:
+        return temp_path(self.path)
+
+    def append(self, record: dict) -> bool:
+        """Spool one record; False (counted in `lost`) when the disk refuses it."""
         line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
-        if self.file.size - self.done + len(line) > self.max_bytes:
-            self._trim(self.max_bytes * 3 // 4 - len(line))
-        self.file.write(line)
+        try:
+            if self.file.size - self.done + len(line) > self.max_bytes:
+                self._trim(self.max_bytes * 3 // 4 - len(line))
+            self.file.write(line)
+        except OSError as e:  # ENOSPC, EIO, read-only: the event is lost, and counted
+            self.lost += 1
+            why = f"{self.path}: {e.strerror}" if e.strerror else str(e)  # (short write: no errno)
+            if self.disk_error is None:
+                log.warning("mqtt spool: cannot write (%s): events are lost (counted in lost) "
+                            "until it can", why)
+            self.disk_error = why
+            return False
+        self.disk_error = None
         self.count += 1
+        return True
 
     def _trim(self, target: int) -> None:
         """Drop the delivered head, then the oldest lines until it fits `target` bytes."""
         lines = self._lines(self.done)
         size = sum(map(len, lines))
+        dropped = 0
         while lines and size > target:
             size -= len(lines.pop(0))
-            self.lost += 1
+            dropped += 1
         self._rewrite(lines)
+        self.lost += dropped  # (a rewrite that failed dropped nothing)
 
     def pending(self) -> list[tuple[dict, int]]:
         """(record, its line's length in bytes) for every event not yet delivered, in order."""
@@ -130,9 +169,11 @@ class Spool:
     def _rewrite(self, lines: list[bytes]) -> None:
         """Atomically make `lines` the spool's contents."""
         self.file.close()
-        with replacing(self.path, fsync=True) as tmp, open(tmp, "wb") as f:
-            f.writelines(lines)
-        self.file.open()
+        try:
+            with replacing(self.path, fsync=True) as tmp, open(tmp, "wb") as f:
+                f.writelines(lines)
+        finally:
+            self.file.open()  # the old contents, when the rewrite failed
         self.done, self.count = 0, len(lines)
 
     def close(self) -> None:
@@ -327,7 +368,7 @@ class MqttSink(Sink):
         for e in item.events:
             record = {"topic": f"{self.base}/events", "payload": json.dumps(e)}
             if not (self.connected and not self.spool.count and self._send(record)):
-                self.spool.append(record)
+                self.spool.append(record)  # a disk that refuses it counts the event lost
             if e["type"] in ("enter", "exit"):
                 key = (e["roi"], e["label"])
                 value = "ON" if e["type"] == "enter" else "OFF"
@@ -368,4 +409,5 @@ class MqttSink(Sink):
             "inflight": len(self.pending),
             "spooled": self.spool.count,
             "lost": self.spool.lost,
+            "spool_error": self.spool.disk_error,
         }
