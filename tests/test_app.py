@@ -232,3 +232,38 @@ def test_the_demo_pan_slides_over_the_scene_without_a_seam(tmp_path, assets):
         assert np.abs(b[:, :-2] - a[:, 2:]).mean() < 6  # the same scene, 2 px further on
         # what comes in at the right edge is new scene, not what left at the left edge
         assert np.abs(b[:, -2:] - a[:, :2]).mean() > 10
+
+
+HOSTILE = {
+    "alias bomb": "a: &a [x, x, x, x, x, x, x, x, x]\n"
+                  + "".join(f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+                            for p, c in zip("abcdefgh", "bcdefghi", strict=True)),
+    "recursive alias": "source: {device: &x [*x]}\n",
+    "inf": "source: {backoff_max_s: .inf}\n",
+    "tiny max_fps": "inference: {max_fps: 1e-300}\n",
+    "too large": "device: x\n" + "# padding\n" * 200_000,
+}
+
+
+def test_a_hostile_reload_is_rejected_and_the_loop_keeps_running(tiny, tmp_path, demo_clip,
+                                                                 caplog):
+    path = tmp_path / "edge.yaml"
+    good = (f"web: {{enabled: false}}\nservice: {{stats_every_s: 0}}\noutputs: []\n"
+            f"source: {{kind: opencv, device: '{demo_clip}', loop: true}}\n")
+    path.write_text(good)
+    pipe = Pipeline(config.load(path), tiny, checks=app.start_checks)
+    runner = threading.Thread(target=pipe.run, kwargs={"config_path": str(path)}, daemon=True)
+    caplog.set_level(logging.ERROR, logger="edge.pipeline")
+    runner.start()
+    try:
+        assert wait_for(lambda: pipe.stats.classified > 0, 30)
+        for i, (what, text) in enumerate(HOSTILE.items(), 1):
+            path.write_text(text)
+            pipe.reload_event.set()
+            assert wait_for(lambda i=i: caplog.text.count("reload rejected") >= i, 30), what
+            before = pipe.stats.classified
+            assert wait_for(lambda b=before: pipe.stats.classified > b + 5, 30), what
+        assert runner.is_alive() and pipe.cfg.source.device == str(demo_clip)
+    finally:
+        pipe.stop_event.set()
+        runner.join(20)
