@@ -267,6 +267,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _train_setup(p: argparse.ArgumentParser) -> None:
+    from edge.train import add_train_arguments
+
+    add_train_arguments(p)
+
+
+@command("train", "train custom classes from a folder of photos into one .tflite (docs/train.md)",
+         _train_setup)
+def cmd_train(args: argparse.Namespace) -> int:
+    from edge.train import cmd_train as run
+
+    return run(args)
+
+
 def _reload_setup(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pidfile", help="pid file of the running instance "
                    "(default $RUNTIME_DIRECTORY/edge.pid, else /run/edge/edge.pid)")

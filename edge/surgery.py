@@ -397,6 +397,37 @@ def head_model(base: bytes, head: Head, source: str = "base model") -> bytes:
     return pack(model)
 
 
+def _dequantized(model, index: int) -> np.ndarray:
+    g = model.subgraphs[0]
+    t = g.tensors[index]
+    dtype = {"int8": np.int8, "uint8": np.uint8, "int32": np.int32}[_type_name(t)]
+    raw = np.frombuffer(bytes(np.asarray(model.buffers[t.buffer].data, np.uint8)), dtype)
+    raw = raw.reshape(_shape(t)).astype(np.float64)
+    q = t.quantization
+    scale, zero = np.asarray(q.scale, np.float64), np.asarray(q.zeroPoint, np.float64)
+    if len(scale) > 1:
+        shape = [1] * raw.ndim
+        shape[q.quantizedDimension] = -1
+        scale, zero = scale.reshape(shape), zero.reshape(shape)
+    return (raw - zero) * scale
+
+
+def base_classifier(buf: bytes, source: str = "base model") -> tuple[np.ndarray, np.ndarray]:
+    """The base model's own classifier on the pooled tensor, dequantized: weights [K, C] and
+    bias [K] (a 1x1 CONV_2D or a FULLY_CONNECTED), for --keep-base-classes."""
+    model = parse(buf, source)
+    pooled = find_pooled(model, source)
+    g = model.subgraphs[0]
+    for op in g.operators:
+        ins = [int(i) for i in (op.inputs if op.inputs is not None else [])]
+        if (len(ins) > 2 and ins[0] == pooled.index
+                and _op_name(model, op) in ("CONV_2D", "FULLY_CONNECTED")):
+            w = _dequantized(model, ins[1])
+            return w.reshape(w.shape[0], -1), _dequantized(model, ins[2])
+    raise ModelError(f"{source}: no classifier after the embedding (an embedding extractor "
+                     "has no base classes to keep)")
+
+
 def run_head(head_buf: bytes, embeddings: np.ndarray) -> np.ndarray:
     """The head model's raw (quantized) outputs for each row of quantized `embeddings`."""
     from edge.model import select_backend
