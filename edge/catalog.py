@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.errors import EdgeError
+from edge.metadata import training_record
 
 _CORAL = "https://github.com/google-coral/test_data/raw/104342d2d3480b3e66203073dac24f4e2dbb4c41/"
 
@@ -90,6 +91,8 @@ def resolve(name_or_path: str) -> Path:
         return p
     known = CATALOG.get(name_or_path)
     candidate = model_dir() / (known.file if known else name_or_path)
+    if not known and not candidate.exists() and (model_dir() / f"{name_or_path}.tflite").exists():
+        candidate = model_dir() / f"{name_or_path}.tflite"  # a custom model (edge train) by name
     if not candidate.exists() and known:
         raise EdgeError(
             f"model {name_or_path!r} is not installed in {model_dir()}: "
@@ -186,6 +189,23 @@ def fetch(name: str, source_dir: Path | None = None, dest_dir: Path | None = Non
             got = _install(lambda r=resp: r, file, digest, dest, total)
         path = path or got
     return path
+
+
+def custom_models() -> list[tuple[Path, dict]]:
+    """Models `edge train` wrote into the model dir, with their embedded training records."""
+    found = []
+    known = {m.file for m in CATALOG.values()}
+    folder = model_dir()
+    for p in sorted(folder.glob("*.tflite")) if folder.is_dir() else []:
+        if p.name in known:
+            continue
+        try:
+            record = training_record(p.read_bytes())
+        except OSError:
+            continue
+        if record is not None:
+            found.append((p, record))
+    return found
 
 
 def installed(name: str) -> Path | None:

@@ -157,6 +157,11 @@ def cmd_models(args: argparse.Namespace) -> int:
             mark = "installed" if catalog.installed(m.name) else "-"
             default = " (default)" if m.name == catalog.DEFAULT_MODEL else ""
             print(f"  {m.name:<20} {mark:<10} {m.description}{default}")
+        for path, rec in catalog.custom_models():
+            acc = (rec.get("validation") or {}).get("accuracy")
+            acc_text = f"{acc:.1%}" if isinstance(acc, (int, float)) else "?"
+            print(f"  {path.stem:<20} {'custom':<10} classes {', '.join(rec.get('classes', []))}; "
+                  f"base {(rec.get('base') or {}).get('name')}; validation accuracy {acc_text}")
         return 0
     name = args.name or catalog.DEFAULT_MODEL
     path = catalog.fetch(

@@ -19,11 +19,10 @@ import numpy as np
 
 from edge.errors import ModelError
 from edge.graph import _schema
-from edge.metadata import embedded_files
+from edge.metadata import RECORD_FILE, embedded_files
 
 POOL_OPS = ("MEAN", "AVERAGE_POOL_2D")
 LABELS_FILE = "labels.txt"
-RECORD_FILE = "edge_training.json"
 _META = "TFLITE_METADATA"
 LOOKED_FOR = (
     "looked for a MEAN or AVERAGE_POOL_2D op with a 1x1x1xC output, or a 1x1x1xC / 1xC "
@@ -168,8 +167,8 @@ def pack(model, files: dict[str, bytes] | None = None) -> bytes:
     stream = io.BytesIO(out)
     stream.seek(0, io.SEEK_END)
     with zipfile.ZipFile(stream, "a", zipfile.ZIP_STORED) as z:
-        for name, data in files.items():
-            z.writestr(name, data)
+        for name, data in files.items():  # fixed timestamps: the same model, the same bytes
+            z.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data)
     return stream.getvalue()
 
 
@@ -442,18 +441,6 @@ def run_head(head_buf: bytes, embeddings: np.ndarray) -> np.ndarray:
         interp.invoke()
         rows.append(interp.get_tensor(out["index"]).reshape(-1).copy())
     return np.stack(rows) if rows else np.zeros((0, 0), np.uint8)
-
-
-def training_record(buf: bytes) -> dict | None:
-    """The record `edge train` embedded, or None for any other model."""
-    data = embedded_files(buf).get(RECORD_FILE)
-    if data is None:
-        return None
-    try:
-        record = json.loads(data)
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) else None
 
 
 # TFLite Metadata (metadata_schema.fbs), written with the raw builder: ai-edge-litert ships

@@ -364,9 +364,11 @@ def folds_for(y: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, str]:
 
 
 def validate(x_orig, y_orig, x_aug, y_aug, src_aug, k: int, progress: Progress) -> Report:
+    cm = np.zeros((k, k), np.int64)
+    if np.bincount(y_orig, minlength=k).min() < 2:
+        return Report([], cm, "none: a class has a single photo, nothing to hold out")
     fold, method = folds_for(y_orig, k)
     folds = range(fold.max() + 1) if method.endswith("cross-validation") else [0]
-    cm = np.zeros((k, k), np.int64)
     for f in folds:
         test = fold == f
         train_aug = ~test[src_aug]  # an augmented copy of a held-out photo stays out too
@@ -394,6 +396,8 @@ def advice(counts: dict[str, int], report: Report) -> list[str]:
 def format_report(report: Report, counts: dict[str, int]) -> str:
     names = list(counts)
     width = max(8, *(len(c) for c in names))
+    if not report.confusion.sum():
+        return f"validation: {report.method}"
     out = [f"validation ({report.method}): accuracy {report.accuracy:.1%} on "
            f"{int(report.confusion.sum())} photos",
            f"  {'class':<{width}} {'images':>6} {'precision':>9} {'recall':>6}"]
@@ -584,7 +588,8 @@ def train(data: Dataset, emb: Embedder, out: Path, plot: Path | None = None,
     x_orig, y_orig, q_orig = x_all[orig], y_all[orig], q[orig]
     x_aug, y_aug, src_aug = x_all[~orig], y_all[~orig], owner[~orig]
     fold, _ = folds_for(y_orig, k)
-    n_fits = (fold.max() + 1 if np.bincount(y_orig).min() < 25 else 1) + 1
+    smallest = np.bincount(y_orig, minlength=k).min()
+    n_fits = (0 if smallest < 2 else fold.max() + 1 if smallest < 25 else 1) + 1
     bar = Progress("training", 300 * n_fits)
     report = validate(x_orig, y_orig, x_aug, y_aug, src_aug, k, bar)
     head = fit_head(x_all, y_all, k, progress=bar)
@@ -609,7 +614,8 @@ def train(data: Dataset, emb: Embedder, out: Path, plot: Path | None = None,
         "images": counts,
         "skipped": {c: len(v) for c, v in data.skipped.items()},
         "augmented_per_image": {data.classes[j]: n for j, n in n_aug.items()},
-        "validation": {"method": report.method, "accuracy": round(report.accuracy, 4)},
+        "validation": {"method": report.method, "accuracy": None if math.isnan(
+            report.accuracy) else round(report.accuracy, 4)},
         "preprocessing": {"roi": list(emb.roi) if emb.roi else None,
                           "resize": emb.model.resize, "input": list(emb.model.input_size)},
         "keep_base_classes": keep_base,
@@ -622,12 +628,16 @@ def train(data: Dataset, emb: Embedder, out: Path, plot: Path | None = None,
         tmp, emb, head_buf, float_top1, q_orig, data.images))
     elapsed = time.monotonic() - t0
     summary = (f"wrote {out}: {k} classes ({', '.join(data.classes)}), base {emb.base_path.name}, "
-               f"validation accuracy {report.accuracy:.1%}, int8/float agreement "
+               f"validation accuracy {_pct(report.accuracy)}, int8/float agreement "
                f"{checks['int8_float_agreement']:.1%}, invoke {checks['invoke_ms']:.2f} ms "
                f"(base {checks['base_invoke_ms']:.2f} ms), {emb.invokes} new embeddings, "
                f"{elapsed:.1f} s")
     return {"record": record, "checks": checks, "report": report, "summary": summary,
             "invokes": emb.invokes, "seconds": elapsed}
+
+
+def _pct(x: float) -> str:
+    return "n/a" if math.isnan(x) else f"{x:.1%}"
 
 
 def with_base_classes(emb: Embedder, head: Trained, x: np.ndarray, y: np.ndarray, k: int,
@@ -644,8 +654,10 @@ def with_base_classes(emb: Embedder, head: Trained, x: np.ndarray, y: np.ndarray
         m = x[y == j].mean(axis=0)
         w = m / (np.linalg.norm(m) + 1e-12) * norm
         rows.append(w)
-        # bias: the class wins on its own photos by the margin the base head shows on them
-        biases.append(float(np.median(base_logits[y == j].max(axis=1) - x[y == j] @ w)) + 1.0)
+        # bias: the class wins on (nearly) all its own photos and their augmented copies by
+        # 2 logits over the best base class (e^2: ~7x more probable)
+        gap = base_logits[y == j].max(axis=1) - x[y == j] @ w
+        biases.append(float(np.quantile(gap, 0.9)) + 2.0)
     weights = np.concatenate([bw, np.stack(rows)])
     bias = np.concatenate([bb, np.array(biases)])
     del head

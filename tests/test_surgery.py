@@ -10,7 +10,7 @@ from conftest import BIRD_MODEL, DEFAULT_MODEL, IMAGES, MODELS, QAT_MODEL
 
 from edge import surgery
 from edge.errors import ModelError
-from edge.metadata import embedded_files, read_metadata
+from edge.metadata import embedded_files, read_metadata, training_record
 from edge.model import load_model
 
 EXTRACTOR = MODELS / "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"
@@ -66,7 +66,7 @@ def test_custom_model_is_one_partition_and_matches_its_head(base, tmp_path, asse
     assert model.labels == labels and model.ends_in_softmax
     assert (model.mean, model.std) == (ex.mean, ex.std)
     assert read_metadata(custom).label_file == surgery.LABELS_FILE
-    assert surgery.training_record(custom) == record
+    assert training_record(custom) == record
     assert set(embedded_files(custom)) == {surgery.LABELS_FILE, surgery.RECORD_FILE}
     if base != EXTRACTOR:  # the base classifier's ~1000 x C weights are dropped
         assert len(custom) < len(buf) - 1000 * pooled.channels // 2
