@@ -120,6 +120,15 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def file_changed(name_or_path: str, digest: str) -> bool:
+    """Whether the model a config names is no longer the file with this sha256 (e.g. `edge
+    train` wrote a new one under the same name): a reload then loads it again."""
+    try:
+        return _sha256(resolve(name_or_path)) != digest
+    except (OSError, EdgeError):
+        return False  # the reload's own load reports a missing model
+
+
 def _progress(done: int, total: int | None, name: str) -> None:
     if not sys.stderr.isatty() and total and done < total:
         return

@@ -195,14 +195,15 @@ class Pipeline:
         (YAML, schema, labels, a model or an output that cannot be opened) leaves the running
         pipeline exactly as it was.
         """
+        from edge import catalog
         from edge.capture import open_source
         from edge.cli import load_configured_model
 
         try:
             new = self.overrides(configmod.load(path))
             model = self.model
-            if new.model != self.cfg.model:
-                model = load_configured_model(new.model)
+            if new.model != self.cfg.model or catalog.file_changed(new.model.path, model.digest):
+                model = load_configured_model(new.model)  # (a retrained model: same path)
             configmod.check_labels(new, model.labels, str(path))
             regions = make_regions(new, model.labels, model.name)
             source_changed = (new.source != self.cfg.source

@@ -17,7 +17,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -33,6 +33,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".p
 ENOUGH = 10  # images per class below which we say more would help
 AUG_TARGET = 20  # augment small classes up to about this many training samples per class
 MAX_AUG = 9
+STEPS = 200  # Adam steps per fit (from the nearest-class-mean start)
 AGREEMENT = 0.99
 TIME_MARGIN = 1.10
 
@@ -69,7 +70,13 @@ class Image:
     path: Path
     label: int
     digest: str
-    data: bytes = field(repr=False)
+
+    def read(self) -> np.ndarray | None:
+        """Its pixels (RGB), or None when unreadable; the bytes are not kept in memory."""
+        try:
+            return decode(self.path.read_bytes())
+        except OSError:
+            return None
 
 
 @dataclass
@@ -86,27 +93,39 @@ class Dataset:
         return c
 
 
-def _truncated(data: bytes, suffix: str) -> bool:
-    """A cut-short JPEG/PNG decodes to a grey-filled picture: refuse it by its end marker."""
+_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"BM", b"RIFF", b"II*\x00", b"MM\x00*", b"P2", b"P3",
+          b"P5", b"P6")
+
+
+def plausible(data: bytes) -> bool:
+    """Cheap check before decoding: a known image signature, and for JPEG/PNG the end marker
+    (a cut-short file decodes to a grey-filled picture without an error)."""
+    if not data.startswith(_MAGIC):
+        return False
     tail = data.rstrip(b"\x00\r\n ")
-    if suffix in (".jpg", ".jpeg"):
-        return not tail.endswith(b"\xff\xd9")
-    if suffix == ".png":
-        return b"IEND" not in data[-32:]
-    return False
+    if data.startswith(b"\xff\xd8"):
+        return tail.endswith(b"\xff\xd9")
+    if data.startswith(b"\x89PNG"):
+        return b"IEND" in data[-32:]
+    return True
 
 
-def decode(data: bytes, suffix: str) -> np.ndarray | None:
+def decode(data: bytes) -> np.ndarray | None:
     """RGB pixels, or None for a corrupt or truncated file."""
-    if not data or _truncated(data, suffix):
+    if not plausible(data):
         return None
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def no_readable(d: Path, files: int, bad: int) -> EdgeError:
+    return EdgeError(f"{d}: class {d.name!r} has no readable image "
+                     f"({files} image files, {bad} unreadable)")
+
+
 def scan(root: str | Path) -> Dataset:
     """The class subfolders of `root` (not hidden ones, not `unlabelled`) and their images;
-    unreadable images are skipped and counted."""
+    unreadable images are skipped and counted (decoding happens once, when embedding)."""
     root = Path(root)
     if not root.is_dir():
         raise EdgeError(f"{root}: dataset folder not found (one subfolder per class)")
@@ -128,15 +147,13 @@ def scan(root: str | Path) -> Dataset:
                 data = f.read_bytes()
             except OSError:
                 data = b""
-            if decode(data, f.suffix.lower()) is None:
+            if not plausible(data):
                 skipped.setdefault(d.name, []).append(f.name)
                 continue
-            images.append(Image(f, label, hashlib.sha256(data).hexdigest(), data))
+            images.append(Image(f, label, hashlib.sha256(data).hexdigest()))
             good += 1
         if not good:
-            bad = len(skipped.get(d.name, []))
-            raise EdgeError(f"{d}: class {d.name!r} has no readable image "
-                            f"({len(files)} image files, {bad} unreadable)")
+            raise no_readable(d, len(files), len(skipped.get(d.name, [])))
     return Dataset(root, classes, images, skipped)
 
 
@@ -225,20 +242,28 @@ class Embedder:
         self.invokes += 1
         return self.model.interpreter.get_tensor(self.emb_index).reshape(-1).copy()
 
-    def embed(self, image: Image, variant: int) -> np.ndarray:
-        key = f"{image.digest}:{variant}"
-        if (hit := self.cache.get(key)) is not None:
-            return hit
-        rgb = decode(image.data, image.path.suffix.lower())
-        if variant == 0:
-            fitted = self.model.fit(rgb, self.roi)  # exactly what `edge run` feeds the model
-        else:
-            aug = augment(rgb, self.roi, self.model.crop_aspect,
-                          int(image.digest[:12], 16) + variant)
-            fitted = self.model.fit(aug)
-        emb = self._invoke(fitted)
-        self.cache.put(key, emb)
-        return emb
+    def embed(self, image: Image, variants: int) -> list[np.ndarray] | None:
+        """Embeddings of the photo (variant 0) and its augmented copies, decoding it only if
+        one is not cached; None when the photo cannot be decoded."""
+        keys = [f"{image.digest}:{v}" for v in range(variants)]
+        rows = [self.cache.get(k) for k in keys]
+        if all(r is not None for r in rows):
+            return rows
+        rgb = image.read()
+        if rgb is None:
+            return None
+        for v, key in enumerate(keys):
+            if rows[v] is not None:
+                continue
+            if v == 0:
+                fitted = self.model.fit(rgb, self.roi)  # exactly what `edge run` feeds it
+            else:
+                aug = augment(rgb, self.roi, self.model.crop_aspect,
+                              int(image.digest[:12], 16) + v)
+                fitted = self.model.fit(aug)
+            rows[v] = self._invoke(fitted)
+            self.cache.put(key, rows[v])
+        return rows
 
     def dequantize(self, q: np.ndarray) -> np.ndarray:
         return (q.astype(np.float64) - self.pooled.zero) * self.pooled.scale
@@ -290,20 +315,23 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def fit_head(x: np.ndarray, y: np.ndarray, k: int, l2: float = 1e-3, steps: int = 300,
+def fit_head(x: np.ndarray, y: np.ndarray, k: int, l2: float = 1e-3, steps: int = STEPS,
              progress: Progress | None = None) -> Trained:
     """Class-balanced, L2-regularized softmax regression (Adam, full batch) on standardized
-    embeddings, started from the nearest-class-mean classifier; folded back to raw inputs."""
+    embeddings, started from the nearest-class-mean classifier; folded back to raw inputs.
+    float32 throughout: its matrix products are ~10x faster than float64's here."""
+    x = np.asarray(x, np.float32)
     mu = x.mean(axis=0)
     sd = x.std(axis=0)
-    sd = np.sqrt(sd**2 + 1e-2 * float(np.mean(sd**2)) + 1e-12)
+    sd = np.sqrt(sd**2 + 1e-2 * float(np.mean(sd**2)) + 1e-12).astype(np.float32)
     z = (x - mu) / sd
     n, c = z.shape
-    counts = np.bincount(y, minlength=k).astype(np.float64)
-    sample_w = (n / (k * np.maximum(counts, 1)))[y]
-    onehot = np.eye(k)[y]
-    means = np.stack([z[y == j].mean(axis=0) if counts[j] else np.zeros(c) for j in range(k)])
-    scale = 1.0 / math.sqrt(c)
+    counts = np.bincount(y, minlength=k).astype(np.float32)
+    sample_w = (n / (k * np.maximum(counts, 1)))[y].astype(np.float32)
+    onehot = np.eye(k, dtype=np.float32)[y]
+    means = np.stack([z[y == j].mean(axis=0) if counts[j] else np.zeros(c, np.float32)
+                      for j in range(k)])
+    scale = np.float32(1.0 / math.sqrt(c))
     w = means * scale
     b = -0.5 * (means**2).sum(axis=1) * scale
     params = [w, b]
@@ -312,16 +340,16 @@ def fit_head(x: np.ndarray, y: np.ndarray, k: int, l2: float = 1e-3, steps: int 
     lr, beta1, beta2 = 0.02, 0.9, 0.999
     for t in range(1, steps + 1):
         p = softmax(z @ w.T + b)
-        g = (p - onehot) * sample_w[:, None] / n
-        grads = [g.T @ z + l2 * w, g.sum(axis=0)]
+        g = np.ascontiguousarray(((p - onehot) * (sample_w / n)[:, None]).T)
+        grads = [g @ z + l2 * w, g.sum(axis=1)]
         for i, (param, grad) in enumerate(zip(params, grads, strict=True)):
             m1[i] = beta1 * m1[i] + (1 - beta1) * grad
             m2[i] = beta2 * m2[i] + (1 - beta2) * grad**2
             param -= lr * (m1[i] / (1 - beta1**t)) / (np.sqrt(m2[i] / (1 - beta2**t)) + 1e-8)
         if progress:
             progress.update()
-    weights = w / sd
-    return Trained(weights, b - weights @ mu)
+    weights = (w / sd).astype(np.float64)
+    return Trained(weights, b.astype(np.float64) - weights @ mu.astype(np.float64))
 
 
 # ---------------------------------------------------------------- validation
@@ -442,12 +470,15 @@ def plot_confusion(report: Report, classes: list[str], path: Path) -> None:
 # ---------------------------------------------------------------- export checks
 
 
-def interleaved_medians(a: Model, b: Model, rounds: int = 15) -> tuple[float, float]:
-    """Median invoke ms of two models timed alternately (same load for both)."""
+def interleaved_medians(a: Model, b: Model, seconds: float = 0.3,
+                        rounds: int = 15) -> tuple[float, float]:
+    """Median invoke ms of two models timed alternately (the same load for both), for at
+    least `rounds` pairs and about `seconds`."""
     ta, tb = [], []
     a.invoke()
     b.invoke()
-    for _ in range(rounds):
+    end = time.monotonic() + seconds
+    while len(ta) < rounds or time.monotonic() < end:
         a.invoke()
         ta.append(a.invoke_ms)
         b.invoke()
@@ -455,31 +486,41 @@ def interleaved_medians(a: Model, b: Model, rounds: int = 15) -> tuple[float, fl
     return float(np.median(ta)), float(np.median(tb))
 
 
-def check_export(path: Path, emb: Embedder, head_buf: bytes, float_top1: np.ndarray,
-                 q_orig: np.ndarray, images: list[Image]) -> dict:
+def timing_ok(base: Model, custom: Model, attempts: int = 3) -> tuple[bool, float, float]:
+    """Custom invoke within 10 % of the base's. The head is less work than the base's own
+    classifier, so a slower median is load from other processes (a shared 2-core machine
+    swings more than 10 % within a second): measured up to `attempts` times, the best kept."""
+    best = (math.inf, 0.0, 0.0)
+    for _ in range(attempts):
+        t_base, t_custom = interleaved_medians(base, custom)
+        best = min(best, (t_custom / t_base, t_base, t_custom))
+        if best[0] <= TIME_MARGIN:
+            break
+    return best[0] <= TIME_MARGIN, best[1], best[2]
+
+
+def check_export(path: Path, name: str, emb: Embedder, head_buf: bytes,
+                 float_top1: np.ndarray, q_orig: np.ndarray, images: list[Image]) -> dict:
     """The export's promises, each failing loudly: int8 top-1 equals the float head's on
     >= 99 % of the photos; one XNNPACK partition; invoke time within 10 % of the base."""
     raw = surgery.run_head(head_buf, q_orig)
     agree = float(np.mean(raw.argmax(axis=1) == float_top1))
     if agree < AGREEMENT:
-        raise ModelError(f"{path.name}: the quantized head agrees with the float head on only "
+        raise ModelError(f"{name}: the quantized head agrees with the float head on only "
                          f"{agree:.1%} of the photos (< {AGREEMENT:.0%}); nothing was written")
     model = load_model(path, threads=emb.model.threads, resize=emb.model.resize)
     if model.partitions != 1:
-        raise ModelError(f"{path.name}: {model.partitions} XNNPACK partitions instead of 1; "
+        raise ModelError(f"{name}: {model.partitions} XNNPACK partitions instead of 1; "
                          "nothing was written")
     for i in np.linspace(0, len(images) - 1, min(4, len(images))).astype(int):
-        rgb = decode(images[i].data, images[i].path.suffix.lower())
-        got = model.classify(rgb, emb.roi).argmax()
+        got = model.classify(images[i].read(), emb.roi).argmax()
         if got != raw[i].argmax():
-            raise ModelError(f"{path.name}: the exported model disagrees with its head on "
+            raise ModelError(f"{name}: the exported model disagrees with its head on "
                              f"{images[i].path.name}; nothing was written")
     base = load_model(emb.base_path, threads=emb.model.threads, resize=emb.model.resize)
-    t_base, t_custom = interleaved_medians(base, model)
-    if t_custom > TIME_MARGIN * t_base:
-        t_base, t_custom = interleaved_medians(base, model, rounds=41)  # a busy moment?
-    if t_custom > TIME_MARGIN * t_base:
-        raise ModelError(f"{path.name}: invoke {t_custom:.2f} ms, more than 10 % over the base "
+    ok, t_base, t_custom = timing_ok(base, model)
+    if not ok:
+        raise ModelError(f"{name}: invoke {t_custom:.2f} ms, more than 10 % over the base "
                          f"model's {t_base:.2f} ms; nothing was written")
     return {"int8_float_agreement": round(agree, 4), "xnnpack_partitions": model.partitions,
             "invoke_ms": round(t_custom, 3), "base_invoke_ms": round(t_base, 3)}
@@ -556,9 +597,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     data = scan(args.dataset)
     base = catalog.resolve(args.base)
     emb = make_embedder(base, roi, args.resize, threads)
-    for cls, files in data.skipped.items():
-        print(f"skipped {len(files)} unreadable image{'s' * (len(files) != 1)} in {cls}: "
-              f"{', '.join(files[:5])}{' ...' if len(files) > 5 else ''}", file=sys.stderr)
     result = train(data, emb, out, plot=Path(args.plot) if args.plot else None,
                    keep_base=args.keep_base_classes)
     print(result["summary"])
@@ -572,16 +610,30 @@ def train(data: Dataset, emb: Embedder, out: Path, plot: Path | None = None,
     k = len(data.classes)
     counts = data.counts()
     n_aug = {j: augment_count(n) for j, n in enumerate(counts.values())}
-    jobs = [(im, v) for im in data.images for v in range(1 + n_aug[im.label])]
-    bar = Progress("embedding", len(jobs))
-    rows = []
-    for im, v in jobs:
-        rows.append(emb.embed(im, v))
-        bar.update()
+    bar = Progress("embedding", sum(1 + n_aug[im.label] for im in data.images))
+    rows, variant, owner, kept = [], [], [], []
+    for im in data.images:
+        got = emb.embed(im, 1 + n_aug[im.label])
+        bar.update(1 + n_aug[im.label])
+        if got is None:
+            data.skipped.setdefault(data.classes[im.label], []).append(im.path.name)
+            continue
+        rows += got
+        variant += range(len(got))
+        owner += [len(kept)] * len(got)
+        kept.append(im)
     emb.cache.save()
+    data.images = kept
+    for j, name in enumerate(data.classes):
+        if not any(im.label == j for im in kept):
+            d = data.root / name
+            raise no_readable(d, counts[name], len(data.skipped.get(name, [])))
+    counts = data.counts()
+    for cls, files in data.skipped.items():
+        print(f"skipped {len(files)} unreadable image{'s' * (len(files) != 1)} in {cls}: "
+              f"{', '.join(files[:5])}{' ...' if len(files) > 5 else ''}", file=sys.stderr)
     q = np.stack(rows)
-    variant = np.array([v for _, v in jobs])
-    owner = np.array([i for i, im in enumerate(data.images) for _ in range(1 + n_aug[im.label])])
+    variant, owner = np.array(variant), np.array(owner)
     y_all = np.array([data.images[i].label for i in owner])
     x_all = emb.dequantize(q)
     orig = variant == 0
@@ -590,7 +642,7 @@ def train(data: Dataset, emb: Embedder, out: Path, plot: Path | None = None,
     fold, _ = folds_for(y_orig, k)
     smallest = np.bincount(y_orig, minlength=k).min()
     n_fits = (0 if smallest < 2 else fold.max() + 1 if smallest < 25 else 1) + 1
-    bar = Progress("training", 300 * n_fits)
+    bar = Progress("training", STEPS * n_fits)
     report = validate(x_orig, y_orig, x_aug, y_aug, src_aug, k, bar)
     head = fit_head(x_all, y_all, k, progress=bar)
     report.classes = data.classes
@@ -625,7 +677,7 @@ def train(data: Dataset, emb: Embedder, out: Path, plot: Path | None = None,
     head_buf = surgery.head_model(emb.base_buf, f_head)
     float_top1 = (x_orig @ weights.T + bias).argmax(axis=1)
     checks = write_checked(out, buf, lambda tmp: check_export(
-        tmp, emb, head_buf, float_top1, q_orig, data.images))
+        tmp, str(out), emb, head_buf, float_top1, q_orig, data.images))
     elapsed = time.monotonic() - t0
     summary = (f"wrote {out}: {k} classes ({', '.join(data.classes)}), base {emb.base_path.name}, "
                f"validation accuracy {_pct(report.accuracy)}, int8/float agreement "

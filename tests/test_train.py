@@ -280,12 +280,14 @@ def test_corrupt_and_truncated_images_are_skipped_and_counted(tmp_path):
     good = (ds / "cat" / "2_0.jpg").read_bytes()
     (ds / "cat" / "cut.jpg").write_bytes(good[: len(good) // 2])
     (ds / "owl" / "junk.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(200))
+    # a JPEG signature and end marker around nothing: it fails only when decoded
+    (ds / "owl" / "zz.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(300) + b"\xff\xd9")
     r = run_edge("train", ds, "-o", tmp_path / "o.tflite", "--base", TINY_MODEL)
     assert r.returncode == 0, r.stderr
     assert "skipped 1 unreadable image in cat: cut.jpg" in r.stderr
-    assert "skipped 1 unreadable image in owl: junk.png" in r.stderr
+    assert "skipped 2 unreadable images in owl: junk.png, zz.jpg" in r.stderr
     record = training_record((tmp_path / "o.tflite").read_bytes())
-    assert record["images"] == {"cat": 2, "owl": 2} and record["skipped"] == {"cat": 1, "owl": 1}
+    assert record["images"] == {"cat": 2, "owl": 2} and record["skipped"] == {"cat": 1, "owl": 2}
 
 
 def test_base_without_embedding_existing_output_and_bad_roi(tmp_path):
@@ -314,3 +316,28 @@ def test_full_disk_leaves_no_partial_model(tmp_path):
                        preexec_fn=small_files)
     fails(r, str(out), "nothing was written")
     assert not out.exists() and not list(tmp_path.glob(".o.tflite.*"))
+
+
+def test_reload_picks_up_a_retrained_model_under_the_same_name(tmp_path, trained):
+    from edge import config
+    from edge.pipeline import Pipeline
+
+    out, _, dataset = trained
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "pets.tflite").write_bytes(out.read_bytes())
+    mp = pytest.MonkeyPatch()
+    mp.setenv("EDGE_MODEL_DIR", str(models))
+    try:
+        cfg_file = tmp_path / "edge.yaml"
+        cfg_file.write_text("model: {path: pets, threads: 1}\npostprocess: []\noutputs: []\n")
+        cfg = config.load(cfg_file)
+        pipe = Pipeline(cfg, load_model(models / "pets.tflite", threads=1))
+        assert pipe.reload(str(cfg_file)) is True and pipe.model.labels == sorted(SUBJECTS)
+        (dataset.parent / "more").mkdir()
+        make_set(dataset.parent / "more", 2, seed=21, subjects=["owl", "sunflower"])
+        train_dir(dataset.parent / "more", models / "pets.tflite")
+        assert pipe.reload(str(cfg_file)) is True  # same config, new file under the name
+        assert pipe.model.labels == ["owl", "sunflower"]
+    finally:
+        mp.undo()
