@@ -10,6 +10,7 @@ as one standalone .tflite that carries its labels and a training record.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import hashlib
 import json
 import math
@@ -17,8 +18,12 @@ import os
 import sys
 import tempfile
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from itertools import islice
 from pathlib import Path
 
 import cv2
@@ -242,17 +247,19 @@ class Embedder:
         self.invokes += 1
         return self.model.interpreter.get_tensor(self.emb_index).reshape(-1).copy()
 
-    def embed(self, image: Image, variants: int) -> list[np.ndarray] | None:
-        """Embeddings of the photo (variant 0) and its augmented copies, decoding it only if
-        one is not cached; None when the photo cannot be decoded."""
+    def prepare(self, image: Image, variants: int):
+        """The cached rows, and the model inputs still to embed: (variant, fitted image).
+        None when the photo cannot be decoded. Runs in a worker thread (OpenCV releases the
+        GIL), so the next photos are decoded and resized while this one is invoked."""
         keys = [f"{image.digest}:{v}" for v in range(variants)]
         rows = [self.cache.get(k) for k in keys]
         if all(r is not None for r in rows):
-            return rows
+            return rows, []
         rgb = image.read()
         if rgb is None:
             return None
-        for v, key in enumerate(keys):
+        todo = []
+        for v in range(variants):
             if rows[v] is not None:
                 continue
             if v == 0:
@@ -261,9 +268,36 @@ class Embedder:
                 aug = augment(rgb, self.roi, self.model.crop_aspect,
                               int(image.digest[:12], 16) + v)
                 fitted = self.model.fit(aug)
+            todo.append((v, fitted))
+        return rows, todo
+
+    def finish(self, image: Image, prepared) -> list[np.ndarray] | None:
+        """Invoke what `prepare` left to embed (in the calling thread) and cache it."""
+        if prepared is None:
+            return None
+        rows, todo = prepared
+        for v, fitted in todo:
             rows[v] = self._invoke(fitted)
-            self.cache.put(key, rows[v])
+            self.cache.put(f"{image.digest}:{v}", rows[v])
         return rows
+
+    def embed_all(self, images: list[Image], variants, progress: Progress | None = None,
+                  ahead: int = 4):
+        """(image, rows or None) for each image in order; decoding runs `ahead` photos ahead
+        in one worker thread (bounded: at most `ahead` prepared photos in memory)."""
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            window: deque = deque()
+            todo = iter(images)
+            for im in islice(todo, ahead):
+                window.append((im, pool.submit(self.prepare, im, variants(im))))
+            while window:
+                im, fut = window.popleft()
+                if (nxt := next(todo, None)) is not None:
+                    window.append((nxt, pool.submit(self.prepare, nxt, variants(nxt))))
+                rows = self.finish(im, fut.result())
+                if progress:
+                    progress.update(variants(im))
+                yield im, rows
 
     def dequantize(self, q: np.ndarray) -> np.ndarray:
         return (q.astype(np.float64) - self.pooled.zero) * self.pooled.scale
@@ -308,6 +342,35 @@ class Trained:
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         return x @ self.weights.T + self.bias
+
+
+@contextmanager
+def blas_threads(n: int):
+    """numpy's OpenBLAS limited to `n` threads for a while. Its threads synchronise on every
+    product: with another process on a core (`edge run` on the Pi, other jobs here) a 2-thread
+    fit measured 2.5-3 s against 0.5 s on one thread. Best effort (ctypes, no threadpoolctl):
+    without an OpenBLAS found, nothing changes."""
+    funcs = None
+    try:
+        maps = Path("/proc/self/maps").read_text()
+        for lib in {ln.split()[-1] for ln in maps.splitlines() if "openblas" in ln.lower()}:
+            dll = ctypes.CDLL(lib)
+            for suffix in ("64_", "", "_"):
+                for prefix in ("scipy_openblas", "openblas"):
+                    get = getattr(dll, f"{prefix}_get_num_threads{suffix}", None)
+                    put = getattr(dll, f"{prefix}_set_num_threads{suffix}", None)
+                    if get and put and funcs is None:
+                        funcs = (get, put)
+    except OSError:
+        funcs = None
+    before = funcs[0]() if funcs else None
+    if funcs:
+        funcs[1](ctypes.c_int(n))
+    try:
+        yield
+    finally:
+        if funcs:
+            funcs[1](ctypes.c_int(before))
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -612,9 +675,7 @@ def train(data: Dataset, emb: Embedder, out: Path, plot: Path | None = None,
     n_aug = {j: augment_count(n) for j, n in enumerate(counts.values())}
     bar = Progress("embedding", sum(1 + n_aug[im.label] for im in data.images))
     rows, variant, owner, kept = [], [], [], []
-    for im in data.images:
-        got = emb.embed(im, 1 + n_aug[im.label])
-        bar.update(1 + n_aug[im.label])
+    for im, got in emb.embed_all(data.images, lambda im: 1 + n_aug[im.label], bar):
         if got is None:
             data.skipped.setdefault(data.classes[im.label], []).append(im.path.name)
             continue
@@ -643,8 +704,9 @@ def train(data: Dataset, emb: Embedder, out: Path, plot: Path | None = None,
     smallest = np.bincount(y_orig, minlength=k).min()
     n_fits = (0 if smallest < 2 else fold.max() + 1 if smallest < 25 else 1) + 1
     bar = Progress("training", STEPS * n_fits)
-    report = validate(x_orig, y_orig, x_aug, y_aug, src_aug, k, bar)
-    head = fit_head(x_all, y_all, k, progress=bar)
+    with blas_threads(1):
+        report = validate(x_orig, y_orig, x_aug, y_aug, src_aug, k, bar)
+        head = fit_head(x_all, y_all, k, progress=bar)
     report.classes = data.classes
     text = format_report(report, counts)
     print(text)

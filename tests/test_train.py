@@ -341,3 +341,28 @@ def test_reload_picks_up_a_retrained_model_under_the_same_name(tmp_path, trained
         assert pipe.model.labels == ["owl", "sunflower"]
     finally:
         mp.undo()
+
+
+@pytest.mark.parametrize("base", ["mobilenet_v2_1.0_224_quant.tflite",
+                                  "mobilenet_v2_1.0_224_inat_bird_quant.tflite",
+                                  "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"])
+def test_uint8_bases_train_and_export(base, tmp_path, unseen):
+    dataset = make_set(tmp_path / "ds", 2, seed=13, subjects=["cat", "parrot"])
+    result = train_dir(dataset, tmp_path / "u.tflite", base=MODELS / base)
+    assert result["checks"]["xnnpack_partitions"] == 1
+    model = load_model(tmp_path / "u.tflite", threads=1)
+    assert model.input_dtype == np.uint8 and model.labels == ["cat", "parrot"]
+    for f in sorted(unseen.glob("cat/*.jpg")) + sorted(unseen.glob("parrot/*.jpg")):
+        rgb = cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB)
+        assert model.top(model.classify(rgb), 1)[0][0] == f.parent.name
+
+
+def test_plot_and_its_missing_dependency(tmp_path, monkeypatch):
+    dataset = make_set(tmp_path / "ds", 2, seed=17, subjects=["cat", "owl"], size=(160, 120))
+    train_dir(dataset, tmp_path / "p.tflite", base=TINY_MODEL, plot=tmp_path / "cm.png")
+    png = cv2.imread(str(tmp_path / "cm.png"))
+    assert png is not None and png.shape[0] > 100
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    with pytest.raises(train.EdgeError, match="--plot needs matplotlib"):
+        train_dir(dataset, tmp_path / "q.tflite", base=TINY_MODEL, plot=tmp_path / "x.png")
+    assert not (tmp_path / "q.tflite").exists()
