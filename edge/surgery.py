@@ -385,14 +385,21 @@ def custom_model(base: bytes, head: Head, labels: list[str], record: dict,
     return pack(model, files)
 
 
-def head_model(base: bytes, head: Head, source: str = "base model") -> bytes:
-    """The head alone (input: the pooled tensor, same quantization), for checks at export."""
-    model = parse(base, source)
-    pooled = find_pooled(model, source)
-    qh = quantize_head(head, pooled)
-    probs = _append_head(model, pooled, qh)
-    model.metadata = []
-    _prune(model, [pooled.index], [probs])
+def head_model(pooled: Pooled, head: Head) -> bytes:
+    """The head alone (input: a tensor quantized as the pooled one), for checks at export;
+    built from scratch, so it costs no parse of the base model."""
+    s = _schema()
+    model = s.ModelT()
+    model.version, model.buffers, model.operatorCodes, model.metadata = 3, [s.BufferT()], [], []
+    g = s.SubGraphT()
+    g.tensors, g.operators = [], []
+    model.subgraphs = [g]
+    ttype = s.TensorType.INT8 if pooled.dtype == "int8" else s.TensorType.UINT8
+    index = _add_tensor(model, "embedding", [1, 1, 1, pooled.channels], ttype,
+                        _quant(pooled.scale, pooled.zero), None)
+    src = Pooled(index, pooled.channels, pooled.dtype, pooled.scale, pooled.zero)
+    probs = _append_head(model, src, quantize_head(head, src))
+    g.inputs, g.outputs = [index], [probs]
     return pack(model)
 
 

@@ -38,7 +38,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".p
 ENOUGH = 10  # images per class below which we say more would help
 AUG_TARGET = 20  # augment small classes up to about this many training samples per class
 MAX_AUG = 9
-STEPS = 200  # Adam steps per fit (from the nearest-class-mean start)
+EXPOSE_FORMAT = 1  # bump when edge.surgery.expose changes: cached exposed models are remade
+STEPS = 120  # Adam steps per fit (from the nearest-class-mean start)
 AGREEMENT = 0.99
 TIME_MARGIN = 1.10
 
@@ -237,9 +238,8 @@ class Embedder:
     cache: EmbeddingCache
     invokes: int = 0
 
-    @property
-    def emb_index(self) -> int:
-        return self.model.interpreter.get_output_details()[-1]["index"]
+    def __post_init__(self) -> None:
+        self.emb_index = self.model.interpreter.get_output_details()[-1]["index"]
 
     def _invoke(self, fitted: np.ndarray) -> np.ndarray:
         self.model.set_input(fitted)
@@ -304,22 +304,37 @@ class Embedder:
 
 
 def make_embedder(base: Path, roi: Box | None, resize: str, threads) -> Embedder:
-    buf = base.read_bytes()
-    digest = hashlib.sha256(buf).hexdigest()
-    exposed, pooled = surgery.expose(buf, str(base))
-    folder = cache_dir() / "embeddings"
-    path = folder / f"{digest[:16]}.tflite"
+    """The base model with its embedding exposed, cached by the base's digest (a warm run
+    parses no flatbuffer: the embedding tensor is the exposed model's last output)."""
     try:
-        if not path.exists() or path.read_bytes() != exposed:
+        buf = base.read_bytes()
+    except OSError as e:
+        raise ModelError(f"{base}: cannot read the base model ({e.strerror})") from None
+    digest = hashlib.sha256(buf).hexdigest()
+    folder = cache_dir() / "embeddings"
+    path = folder / f"{digest[:16]}-exposed{EXPOSE_FORMAT}.tflite"
+    model = None
+    if path.exists():
+        try:
+            model = load_model(path, threads=threads, resize=resize)
+        except ModelError:
+            model = None  # a damaged cache file: made again below
+    if model is None:
+        exposed, _ = surgery.expose(buf, str(base))
+        try:
             folder.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".exposed.", dir=folder)
             with os.fdopen(fd, "wb") as f:
                 f.write(exposed)
             os.replace(tmp, path)
-    except OSError as e:
-        raise EdgeError(f"cannot write the embedding model to {folder} ({e.strerror}); "
-                        "set EDGE_CACHE_DIR to a writable folder") from None
-    model = load_model(path, threads=threads, resize=resize)
+        except OSError as e:
+            raise EdgeError(f"cannot write the embedding model to {folder} ({e.strerror}); "
+                            "set EDGE_CACHE_DIR to a writable folder") from None
+        model = load_model(path, threads=threads, resize=resize)
+    out = model.interpreter.get_output_details()[-1]
+    scale, zero = out["quantization"]
+    pooled = surgery.Pooled(int(out["index"]), int(out["shape"][-1]),
+                            np.dtype(out["dtype"]).name, float(scale), int(zero))
     prep = json.dumps([model.input_size, model.resize, roi, model.mean, model.std])
     key = hashlib.sha256(prep.encode()).hexdigest()[:16]
     cache = EmbeddingCache(folder / f"{digest[:16]}-{key}.npz", pooled.channels, pooled.dtype)
@@ -576,8 +591,8 @@ def check_export(path: Path, name: str, emb: Embedder, head_buf: bytes,
         raise ModelError(f"{name}: {model.partitions} XNNPACK partitions instead of 1; "
                          "nothing was written")
     for i in np.linspace(0, len(images) - 1, min(4, len(images))).astype(int):
-        got = model.classify(images[i].read(), emb.roi).argmax()
-        if got != raw[i].argmax():
+        rgb = images[i].read()
+        if rgb is not None and model.classify(rgb, emb.roi).argmax() != raw[i].argmax():
             raise ModelError(f"{name}: the exported model disagrees with its head on "
                              f"{images[i].path.name}; nothing was written")
     base = load_model(emb.base_path, threads=emb.model.threads, resize=emb.model.resize)
@@ -736,7 +751,7 @@ def train(data: Dataset, emb: Embedder, out: Path, plot: Path | None = None,
     }
     buf = surgery.custom_model(emb.base_buf, f_head, labels, record, emb.model.mean,
                                emb.model.std, str(emb.base_path))
-    head_buf = surgery.head_model(emb.base_buf, f_head)
+    head_buf = surgery.head_model(emb.pooled, f_head)
     float_top1 = (x_orig @ weights.T + bias).argmax(axis=1)
     checks = write_checked(out, buf, lambda tmp: check_export(
         tmp, str(out), emb, head_buf, float_top1, q_orig, data.images))

@@ -71,7 +71,7 @@ def test_custom_model_is_one_partition_and_matches_its_head(base, tmp_path, asse
     if base != EXTRACTOR:  # the base classifier's ~1000 x C weights are dropped
         assert len(custom) < len(buf) - 1000 * pooled.channels // 2
     # the head alone (real kernels) gives the full model's output from the same embedding
-    head_only = surgery.head_model(buf, head)
+    head_only = surgery.head_model(pooled, head)
     for name in PHOTOS:
         emb = raw_outputs(ex, rgb(name))[-1]
         probs = model.classify(rgb(name))

@@ -366,3 +366,23 @@ def test_plot_and_its_missing_dependency(tmp_path, monkeypatch):
     with pytest.raises(train.EdgeError, match="--plot needs matplotlib"):
         train_dir(dataset, tmp_path / "q.tflite", base=TINY_MODEL, plot=tmp_path / "x.png")
     assert not (tmp_path / "q.tflite").exists()
+
+
+def test_export_check_fails_loudly_and_writes_nothing(tmp_path):
+    """The agreement check can fail: against top-1 answers the int8 head does not give, the
+    export is refused and nothing appears under the output name."""
+    from edge import surgery
+
+    dataset = make_set(tmp_path / "ds", 2, seed=19, subjects=["cat", "owl"], size=(160, 120))
+    data = train.scan(dataset)
+    emb = train.make_embedder(TINY_MODEL, None, "linear", 1)
+    q = np.stack([rows[0] for _, rows in emb.embed_all(data.images, lambda im: 1)])
+    rng = np.random.default_rng(0)
+    head = surgery.Head(rng.normal(0, 0.1, (2, q.shape[1])), np.zeros(2), (-4.0, 4.0))
+    head_buf = surgery.head_model(emb.pooled, head)
+    int8_top1 = surgery.run_head(head_buf, q).argmax(axis=1)
+    out = tmp_path / "never.tflite"
+    with pytest.raises(train.ModelError, match="agrees with the float head on only 0.0%"):
+        train.write_checked(out, b"model bytes", lambda tmp: train.check_export(
+            tmp, str(out), emb, head_buf, 1 - int8_top1, q, data.images))
+    assert not out.exists() and not list(tmp_path.glob(".never.tflite.*"))
