@@ -300,6 +300,8 @@ def test_base_without_embedding_existing_output_and_bad_roi(tmp_path):
     assert (tmp_path / "exists.tflite").read_bytes() == b"keep me"
     fails(run_edge("train", ds, "-o", tmp_path / "o.tflite", "--roi", "0.5,0,0.2,1",
                    "--base", TINY_MODEL), "--roi")
+    fails(run_edge("train", ds, "-o", tmp_path / "o.tflite", "--threads", "lots",
+                   "--base", TINY_MODEL), "--threads")
 
 
 def test_full_disk_leaves_no_partial_model(tmp_path):
