@@ -18,10 +18,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge.errors import ModelError
-from edge.graph import _schema
+from edge.graph import _schema as _graph_schema
 from edge.metadata import RECORD_FILE, embedded_files
 
 POOL_OPS = ("MEAN", "AVERAGE_POOL_2D")
+
+
+def _schema():
+    """The flatbuffer schema module of ai-edge-litert (tflite-runtime ships none)."""
+    try:
+        return _graph_schema()
+    except ModelError:
+        raise ModelError("edge train needs ai-edge-litert, whose TFLite flatbuffer schema it "
+                         "edits the model with (pip install ai-edge-litert)") from None
 LABELS_FILE = "labels.txt"
 _META = "TFLITE_METADATA"
 LOOKED_FOR = (

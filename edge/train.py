@@ -212,6 +212,7 @@ class EmbeddingCache:
     def save(self) -> None:
         if not self.dirty:
             return
+        tmp = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".emb.", suffix=".npz", dir=self.path.parent)
@@ -220,10 +221,13 @@ class EmbeddingCache:
                 emb = np.stack(list(self.rows.values())) if self.rows else np.zeros((0, 0))
                 np.savez(f, keys=keys, emb=emb)
             os.replace(tmp, self.path)
+            tmp = None
             self.dirty = 0
         except OSError:
-            if "tmp" in locals() and os.path.exists(tmp):
-                os.unlink(tmp)  # a cache that cannot be written only costs time next run
+            pass  # a cache that cannot be written only costs time next run
+        finally:
+            if tmp and os.path.exists(tmp):
+                os.unlink(tmp)
 
 
 @dataclass
@@ -437,7 +441,6 @@ def fit_head(x: np.ndarray, y: np.ndarray, k: int, l2: float = 1e-3, steps: int 
 
 @dataclass
 class Report:
-    classes: list[str]
     confusion: np.ndarray  # [true, predicted] counts over held-out images
     method: str
 
@@ -474,7 +477,7 @@ def folds_for(y: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, str]:
 def validate(x_orig, y_orig, x_aug, y_aug, src_aug, k: int, progress: Progress) -> Report:
     cm = np.zeros((k, k), np.int64)
     if np.bincount(y_orig, minlength=k).min() < 2:
-        return Report([], cm, "none: a class has a single photo, nothing to hold out")
+        return Report(cm, "none: a class has a single photo, nothing to hold out")
     fold, method = folds_for(y_orig, k)
     folds = range(fold.max() + 1) if method.endswith("cross-validation") else [0]
     for f in folds:
@@ -485,7 +488,7 @@ def validate(x_orig, y_orig, x_aug, y_aug, src_aug, k: int, progress: Progress) 
         head = fit_head(xt, yt, k, progress=progress)
         pred = head.logits(x_orig[test]).argmax(axis=1)
         np.add.at(cm, (y_orig[test], pred), 1)
-    return Report([], cm, method)
+    return Report(cm, method)
 
 
 def advice(counts: dict[str, int], report: Report) -> list[str]:
@@ -728,7 +731,6 @@ def train(data: Dataset, emb: Embedder, out: Path, plot: Path | None = None,
     with blas_threads(1):
         report = validate(x_orig, y_orig, x_aug, y_aug, src_aug, k, bar)
         head = fit_head(x_all, y_all, k, progress=bar)
-    report.classes = data.classes
     text = format_report(report, counts)
     print(text)
     for line in advice(counts, report):
@@ -738,7 +740,7 @@ def train(data: Dataset, emb: Embedder, out: Path, plot: Path | None = None,
     labels = list(data.classes)
     weights, bias = head.weights, head.bias
     if keep_base:
-        weights, bias, labels = with_base_classes(emb, head, x_all, y_all, k, labels)
+        weights, bias, labels = with_base_classes(emb, x_all, y_all, k, labels)
     logits = x_all @ weights.T + bias
     f_head = surgery.Head(weights, bias, (float(logits.min()), float(logits.max())))
     record = {
@@ -755,6 +757,9 @@ def train(data: Dataset, emb: Embedder, out: Path, plot: Path | None = None,
                           "resize": emb.model.resize, "input": list(emb.model.input_size)},
         "keep_base_classes": keep_base,
     }
+    if keep_base:
+        record["validation"]["note"] = ("of the trained head on the new classes; the exported "
+                                        "head imprints them beside the base classes")
     buf = surgery.custom_model(emb.base_buf, f_head, labels, record, emb.model.mean,
                                emb.model.std, str(emb.base_path))
     head_buf = surgery.head_model(emb.pooled, f_head)
@@ -775,7 +780,7 @@ def _pct(x: float) -> str:
     return "n/a" if math.isnan(x) else f"{x:.1%}"
 
 
-def with_base_classes(emb: Embedder, head: Trained, x: np.ndarray, y: np.ndarray, k: int,
+def with_base_classes(emb: Embedder, x: np.ndarray, y: np.ndarray, k: int,
                       labels: list[str]):
     """The base classifier's weights (dequantized) plus the new classes imprinted on its scale:
     each new row is the class's mean embedding, normalised to the base rows' mean norm."""
@@ -795,5 +800,4 @@ def with_base_classes(emb: Embedder, head: Trained, x: np.ndarray, y: np.ndarray
         biases.append(float(np.quantile(gap, 0.9)) + 2.0)
     weights = np.concatenate([bw, np.stack(rows)])
     bias = np.concatenate([bb, np.array(biases)])
-    del head
     return weights, bias, [*base_labels, *labels]
