@@ -15,6 +15,7 @@ from pathlib import Path
 
 from edge.atomic import replacing
 from edge.errors import EdgeError
+from edge.metadata import training_record
 from edge.paths import model_dir
 
 _CORAL = "https://github.com/google-coral/test_data/raw/104342d2d3480b3e66203073dac24f4e2dbb4c41/"
@@ -134,6 +135,15 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def file_changed(name_or_path: str, digest: str) -> bool:
+    """Whether the model a config names is no longer the file with this sha256 (e.g. `edge
+    train` wrote a new one under the same name): a reload then loads it again."""
+    try:
+        return _sha256(resolve(name_or_path)) != digest
+    except (OSError, EdgeError):
+        return False  # the reload's own load reports a missing model
+
+
 def _progress(done: int, total: int | None, name: str) -> None:
     if not sys.stderr.isatty() and total and done < total:
         return
@@ -195,6 +205,23 @@ def fetch(name: str, source_dir: Path | None = None, dest_dir: Path | None = Non
             total = int(resp.headers.get("Content-Length") or 0) or None
             _install(resp, file, digest, final, total)
     return dest / m.file
+
+
+def custom_models() -> list[tuple[Path, dict]]:
+    """Models `edge train` wrote into the model dir, with their embedded training records."""
+    found = []
+    known = {m.file for m in CATALOG.values()}
+    folder = model_dir()
+    for p in sorted(folder.glob("*.tflite")) if folder.is_dir() else []:
+        if p.name in known:
+            continue
+        try:
+            record = training_record(p.read_bytes())
+        except OSError:
+            continue
+        if record is not None:
+            found.append((p, record))
+    return found
 
 
 def installed(name: str) -> Path | None:

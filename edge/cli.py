@@ -195,6 +195,11 @@ def cmd_models(args: argparse.Namespace) -> int:
             mark = "installed" if catalog.installed(m.name) else "-"
             default = " (default)" if m.name == catalog.DEFAULT_MODEL else ""
             print(f"  {m.name:<20} {mark:<10} {m.description}{default}")
+        for path, rec in catalog.custom_models():
+            acc = (rec.get("validation") or {}).get("accuracy")
+            acc_text = f"{acc:.1%}" if isinstance(acc, (int, float)) else "?"
+            print(f"  {path.stem:<20} {'custom':<10} classes {', '.join(rec.get('classes', []))}; "
+                  f"base {(rec.get('base') or {}).get('name')}; validation accuracy {acc_text}")
         return 0
     name = args.name or catalog.DEFAULT_MODEL
     path = catalog.fetch(
@@ -315,6 +320,20 @@ def _bench_setup(p: argparse.ArgumentParser) -> None:
          _bench_setup)
 def cmd_bench(args: argparse.Namespace) -> int:
     from edge.bench import cmd_bench as run
+
+    return run(args)
+
+
+def _train_setup(p: argparse.ArgumentParser) -> None:
+    from edge.train import add_train_arguments
+
+    add_train_arguments(p)
+
+
+@command("train", "train custom classes from a folder of photos into one .tflite (docs/train.md)",
+         _train_setup)
+def cmd_train(args: argparse.Namespace) -> int:
+    from edge.train import cmd_train as run
 
     return run(args)
 

@@ -7,11 +7,13 @@ backend (tflite-runtime ships no metadata schema), so there is no extra dependen
 from __future__ import annotations
 
 import io
+import json
 import struct
 import zipfile
 from dataclasses import dataclass, field
 
 _TENSOR_AXIS_LABELS = 2
+RECORD_FILE = "edge_training.json"  # the training record `edge train` embeds
 _NORMALIZATION_OPTIONS = 1
 
 
@@ -169,3 +171,13 @@ def check_structure(buf: bytes) -> str | None:
     except (struct.error, IndexError, ValueError):
         return "its tables cannot be read"
     return None
+
+
+def training_record(buf: bytes) -> dict | None:
+    """The record `edge train` embedded (classes, base, validation), or None."""
+    data = embedded_files(buf).get(RECORD_FILE)
+    try:
+        record = json.loads(data) if data is not None else None
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None

@@ -573,6 +573,12 @@ def load_configured(model_cfg) -> Model:
     )
 
 
+def model_file_changed(model_cfg, model: Model) -> bool:
+    """Whether the file `model_cfg` names is no longer the one `model` was loaded from (e.g.
+    `edge train` wrote a new one under the same name): a reload then loads it again."""
+    return catalog.file_changed(model_cfg.path, model.digest)
+
+
 def model_line(model: Model) -> str:
     """One line saying what runs: model, input, backend, XNNPACK partitions, threads."""
     info = model.info

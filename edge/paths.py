@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 SYSTEM_STATE = Path("/var/lib/edge")
+UNLABELLED = "unlabelled"  # inside a dataset: the collect output's folder, never a class
 
 
 def _first(var: str) -> Path | None:

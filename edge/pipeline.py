@@ -32,7 +32,7 @@ from edge.capture.runner import CaptureThread, LatestFrame
 from edge.capture.spec import open_source
 from edge.errors import EdgeError
 from edge.events import Event, Result
-from edge.model import Model, load_configured, usable_cores
+from edge.model import Model, load_configured, model_file_changed, usable_cores
 from edge.postprocess.chain import Chain
 from edge.preprocess import Box, InputPlan
 from edge.segment import attach_boxes, segment_frame
@@ -225,8 +225,8 @@ class Pipeline:
         not touch); raises EdgeError for a file that fails anywhere."""
         new = self.overrides(configmod.load(path))
         model = self.model
-        if new.model != self.cfg.model:
-            model = load_configured(new.model)
+        if new.model != self.cfg.model or model_file_changed(new.model, model):
+            model = load_configured(new.model)  # (a changed file: retrained under its name)
             require(model.task, "run", model.path)
         configmod.check_labels(new, model.labels, str(path))
         if self.checks is not None:

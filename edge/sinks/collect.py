@@ -1,20 +1,29 @@
-"""Frames the model was unsure about, saved with their scores for relabelling later."""
+"""Frames the model was unsure about, saved with their scores for relabelling later; or, in
+`interval` mode, a frame per region every `every_s` whatever its score, into the dataset's
+`unlabelled` folder (sorted into class folders by hand, then `edge train`)."""
 
 from __future__ import annotations
 
 import json
+from typing import Literal
 
 import cv2
 from pydantic import Field, model_validator
 
 from edge.atomic import write_atomic
 from edge.events import iso_time
+from edge.paths import UNLABELLED
 from edge.sinks.base import SINKS, Item, Sink, SinkParams, frame_queue
 from edge.sinks.files import MAX_DISK_MB, MAX_FILES, MB, DiskBudget, jpeg, make_dir, slug
 
 
 class CollectParams(SinkParams):
     queue: int = frame_queue()
+    mode: Literal["uncertain", "interval"] = Field(
+        "uncertain", description="uncertain: frames whose top score is in [low, high]; "
+        f"interval: a frame per region every every_s whatever its score, into DIR/{UNLABELLED} "
+        "(DIR being the dataset of `edge train`)",
+    )
     dir: str = Field("/var/lib/edge/collect", description="where the JPEGs and .json go")
     low: float = Field(0.3, ge=0, le=1, description="collect when the top score is >= low ...")
     high: float = Field(0.6, ge=0, le=1, description="... and <= high (the uncertainty band)")
@@ -49,7 +58,8 @@ class CollectSink(Sink):
 
     def __init__(self, params: CollectParams, ctx) -> None:
         super().__init__(params, ctx)
-        self.dir = make_dir(params.dir, "outputs.collect.dir")
+        folder = params.dir if params.mode == "uncertain" else f"{params.dir}/{UNLABELLED}"
+        self.dir = make_dir(folder, "outputs.collect.dir")
         self.budget = DiskBudget(
             self.dir, ".jpg", int(params.max_mb * MB), params.max_files, companions=(".json",)
         )
@@ -62,7 +72,8 @@ class CollectSink(Sink):
             return None
         label, score = result.top[0]
         p = self.params
-        if not p.low <= score <= p.high or (self.labels and label not in self.labels):
+        in_band = p.low <= score <= p.high and (not self.labels or label in self.labels)
+        if p.mode == "uncertain" and not in_band:
             return None
         if frame.mono - self._last.get(result.roi, -p.every_s) < p.every_s:
             return None
