@@ -6,7 +6,7 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${VENV:-$REPO/.venv}"
 PYTHON="${PYTHON:-python3}"
 EXTRAS="${EXTRAS-dev}"
-PIP_QUIET="${PIP_QUIET--q}"
+PIP_FLAGS="${EDGE_PIP_FLAGS--q}"  # (PIP_* names are pip's own settings)
 if [ ! -x "$VENV/bin/python" ]; then
   echo "==> creating venv $VENV"
   site=""
@@ -16,8 +16,8 @@ fi
 stamp="$VENV/.edge-installed${EXTRAS:+-$EXTRAS}"
 if [ ! -f "$stamp" ] || [ "$REPO/pyproject.toml" -nt "$stamp" ]; then
   echo "==> installing edge${EXTRAS:+[$EXTRAS]} into $VENV (the first time takes a minute or two)"
-  "$VENV/bin/python" -m pip install $PIP_QUIET --upgrade pip
-  "$VENV/bin/python" -m pip install $PIP_QUIET -e "$REPO${EXTRAS:+[$EXTRAS]}"
+  "$VENV/bin/python" -m pip install $PIP_FLAGS --upgrade pip
+  "$VENV/bin/python" -m pip install $PIP_FLAGS -e "$REPO${EXTRAS:+[$EXTRAS]}"
   touch "$stamp"
 fi
 export EDGE_ASSETS="${EDGE_ASSETS:-$REPO/../shared/assets}"

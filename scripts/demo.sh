@@ -3,7 +3,7 @@
 # asset mirror, then `edge run` on a demo clip made from the asset photos, with the web page.
 #   DEMO_SECONDS=0 scripts/demo.sh   runs until Ctrl-C (default: 60 s)
 # only what the demo needs (test.sh adds the dev extras), with pip's progress shown
-export EXTRAS="${EXTRAS-}" PIP_QUIET="${PIP_QUIET---progress-bar=on}"
+export EXTRAS="${EXTRAS-}" EDGE_PIP_FLAGS="${EDGE_PIP_FLAGS---progress-bar=on}"
 source "$(dirname "$0")/_venv.sh"
 # into the model directory every edge command uses (`edge models list` shows it), so the
 # README's next commands find the model too
