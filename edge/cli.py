@@ -193,17 +193,30 @@ def validate_file(path: str, check_model: bool = True):
     """Load a config and, when its model is at hand, check its label names against it."""
     from edge import catalog, config
     from edge.model import read_labels
+    from edge.regions import check_region_labels, gates
 
     cfg = config.load(path)
+    gates(cfg)  # the regions' `when:` (no model needed)
     if check_model:
+        read: dict[str, list[str]] = {}
+
+        def labels_of(model_cfg) -> list[str]:
+            key = model_cfg.model_dump_json()
+            if key not in read:
+                read[key] = read_labels(catalog.resolve(model_cfg.path),
+                                        model_cfg.labels or catalog.labels_for(model_cfg.path))
+            return read[key]
+
         try:
-            model_path = catalog.resolve(cfg.model.path)
-            labels_file = cfg.model.labels or catalog.labels_for(cfg.model.path)
-            labels = read_labels(model_path, labels_file)
+            labels = labels_of(cfg.model)
+            for roi in cfg.rois:  # each region's own model too
+                if roi.model is not None:
+                    labels_of(roi.model)
         except EdgeError as e:
             log.warning("labels not checked: %s", e)
             return cfg
         config.check_labels(cfg, labels, path)
+        check_region_labels(cfg, labels_of)
     return cfg
 
 

@@ -70,4 +70,5 @@ def open_source(cfg: SourceConfig, model_size: tuple[int, int]) -> Source:
         return OpenCVSource(cfg)
     if not cfg.path:
         raise EdgeError("source.path is required with kind: files (an image, folder or glob)")
-    return FilesSource(cfg.path, loop=cfg.loop, fps=cfg.fps if cfg.realtime else None)
+    return FilesSource(cfg.path, loop=cfg.loop, fps=cfg.fps if cfg.realtime else None,
+                       frame_rate=cfg.fps)
