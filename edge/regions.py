@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from edge import config as configmod
 from edge import labels as labelmatch
-from edge.errors import ConfigError
+from edge.errors import ConfigError, EdgeError
 from edge.model import Model, load_configured, usable_cores
 from edge.postprocess.base import STAGES
 from edge.task import CLASSIFIER, require
@@ -120,12 +120,15 @@ def load_region_models(cfg, top: Model, have: dict[str, Model] | None = None,
             continue
         model = have.get(key)
         if model is None:
-            model = load(effective(roi.model, top))
-            require(model.task, "run", model.path)
+            where = _where(cfg, ("rois", i, "model"))
+            try:
+                model = load(effective(roi.model, top))
+                require(model.task, "run", model.path)
+            except EdgeError as e:  # which region named it, and where
+                raise ConfigError(f"{where}: {e}") from None
             if model.task.kind != CLASSIFIER:
-                where = _where(cfg, ("rois", i, "model"))
-                raise ConfigError(f"{where}: rois[{i}].model: {model.path}: {model.task.what}; a "
-                                  "region's own model must be a classifier")
+                raise ConfigError(f"{where}: {model.path}: {model.task.what}; a region's own "
+                                  "model must be a classifier")
         out[key] = model
     return out
 
