@@ -7,6 +7,7 @@ import threading
 
 import pytest
 from conftest import BIRD_LABELS, BIRD_MODEL, DEFAULT_MODEL, IMAGES, TINY_MODEL
+from helpers import rgb as read_rgb
 from helpers import run_edge, wait_for
 
 from edge import config
@@ -34,8 +35,9 @@ rois:
       - filter: {{deny: [background]}}
       - hysteresis: {{enter: 0.5, exit: 0.3, min_frames: 1}}
 """
-GATED = FEEDER.replace("every_s: 1", "every_s: 0.5\n    when: {roi: scene, active: [\"*chickadee*\"]}") \
-    + "postprocess:\n  - hysteresis: {enter: 0.5, exit: 0.3, min_frames: 1}\n"
+GATED = FEEDER.replace(
+    "every_s: 1", 'every_s: 0.5\n    when: {roi: scene, active: ["*chickadee*"]}'
+) + "postprocess:\n  - hysteresis: {enter: 0.5, exit: 0.3, min_frames: 1}\n"
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +140,7 @@ def test_the_capture_thread_skips_the_crops_not_due(scene_model, tmp_path):
     pipe = Pipeline(cfg, scene_model, no_drop=True)
     scene, feeder = pipe.regions
     assert pipe.plan.due is not None
-    rgb = __import__("helpers").rgb(IMAGES / "bird.bmp")
+    rgb = read_rgb(IMAGES / "bird.bmp")
     first = Frame(0, 0.0, 0.0, rgb, media_s=0.0)
     prepared = pipe.plan.prepare(first)
     assert prepared.tensors[scene.entry] is not None and prepared.tensors[feeder.entry] is not None
@@ -158,7 +160,7 @@ def test_a_config_without_region_keys_has_no_rates_and_no_model_in_results(scene
                        "  - {name: a, box: [0, 0, 0.5, 1]}\n  - {name: b, box: [0.5, 0, 1, 1]}\n")
     pipe = Pipeline(cfg, scene_model, no_drop=True)
     assert pipe.plan.due is None and pipe.models == {}
-    rgb = __import__("helpers").rgb(IMAGES / "bird.bmp")
+    rgb = read_rgb(IMAGES / "bird.bmp")
     out, _ = pipe.classify(Frame(0, 0.0, 0.0, rgb))
     assert [r.roi for r, _ in out] == ["a", "b"]
     assert all("model" not in r.to_dict() for r, _ in out)
@@ -300,7 +302,7 @@ def test_tiny_region_model_gets_its_own_input_size(scene_model, tmp_path):
     text = f"model: {{path: {DEFAULT_MODEL}}}\nrois:\n  - {{name: a, box: [0, 0, 1, 1]}}\n" \
         f"  - {{name: b, box: [0, 0, 1, 1], model: {{path: {TINY_MODEL}, threads: 1}}}}\n"
     pipe = Pipeline(config.parse(text), scene_model, no_drop=True)
-    rgb = __import__("helpers").rgb(IMAGES / "cat.bmp")
+    rgb = read_rgb(IMAGES / "cat.bmp")
     p = pipe.plan.prepare(Frame(0, 0.0, 0.0, rgb))
     assert [t.shape for t in p.tensors] == [(224, 224, 3), (128, 128, 3)]
     out, _ = pipe.classify(Frame(0, 0.0, 0.0, rgb))
