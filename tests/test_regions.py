@@ -9,6 +9,7 @@ import pytest
 from conftest import BIRD_LABELS, BIRD_MODEL, DEFAULT_MODEL, IMAGES, TINY_MODEL
 from helpers import rgb as read_rgb
 from helpers import run_edge, wait_for
+from test_web import Edge, browser  # noqa: F401,F811  (the Chromium fixture)
 
 from edge import config
 from edge.capture.base import Frame
@@ -307,3 +308,45 @@ def test_tiny_region_model_gets_its_own_input_size(scene_model, tmp_path):
     assert [t.shape for t in p.tensors] == [(224, 224, 3), (128, 128, 3)]
     out, _ = pipe.classify(Frame(0, 0.0, 0.0, rgb))
     assert [(r.roi, r.model) for r, _ in out] == [("a", DEFAULT_MODEL.stem), ("b", TINY_MODEL.stem)]
+
+
+def test_page_heading_names_each_regions_model_and_rate(tmp_path, bird_clip,
+                                                        browser):  # noqa: F811
+    from selenium.webdriver.common.by import By
+
+    text = FEEDER.replace("web: {enabled: false}", 'web: {bind: "127.0.0.1:0"}') \
+        + "source: {loop: true}\n"
+    e = Edge(tmp_path, text, str(bird_clip))
+    try:
+        browser.get(e.wait_url())
+        def heads() -> dict:
+            cards = browser.find_elements(By.CSS_SELECTOR, "#regions .roi")
+            return {c.get_attribute("data-roi"): c.find_element(By.CSS_SELECTOR, ".model")
+                    for c in cards}
+
+        assert wait_for(lambda: len(heads()) == 2, 30), e.log.read_text()
+        shown = {roi: h.get_attribute("title") for roi, h in heads().items()}
+        assert shown == {"scene": f"{DEFAULT_MODEL.stem} · every frame",
+                         "feeder": f"{BIRD_MODEL.stem} · every 1 s"}
+        assert all(h.text and h.size["width"] > 50 for h in heads().values())  # visible
+    finally:
+        e.stop()
+
+
+def test_segmenter_regions_beside_a_classifier_region(assets):
+    seg_path = assets / "models" / "deeplabv3_mnv2_dm05_pascal_quant.tflite"
+    labels = assets / "models" / "pascal_voc_segmentation_labels.txt"
+    seg = load_model(seg_path, labels=labels, threads=1)
+    text = f"model: {{path: {seg_path}, labels: {labels}}}\npostprocess: []\nrois:\n" \
+        "  - {name: whole, box: [0, 0, 1, 1]}\n" \
+        f"  - {{name: crop, box: [0, 0, 1, 1], model: {{path: {DEFAULT_MODEL}, threads: 1}}}}\n"
+    pipe = Pipeline(config.parse(text), seg, no_drop=True)
+    assert len(pipe.plan.regions) == 2  # one whole-frame tensor for the segmenter, one crop
+    out, _ = pipe.classify(Frame(0, 0.0, 0.0, read_rgb(IMAGES / "bird.bmp")))
+    (whole, _), (crop, _) = out
+    assert whole.top[0][0] == "background" and "bird" in [lb for lb, _ in whole.top]
+    assert crop.top[0][0] == "chickadee" and crop.model == DEFAULT_MODEL.stem
+    bad = f"rois:\n  - {{name: a, box: [0, 0, 1, 1], model: {{path: {seg_path}}}}}\n"
+    with pytest.raises(ConfigError, match=r":2:34: rois\[0\].model: .*a region's own model must "
+                                          "be a classifier"):
+        Pipeline(config.parse(bad), load_model(DEFAULT_MODEL, threads=1))

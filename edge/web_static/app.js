@@ -375,7 +375,9 @@ function renderRegions(regions) {
     const nowText = "now: " + (r.top.length
       ? r.top.slice(0, 3).map(([l, s]) => `${l} ${fmt(s, 2)}`).join(" · ") : "–");
     // which model classifies it and how often (a reload may change either)
-    card.querySelector(".model").textContent = [r.model, r.rate].filter(Boolean).join(" · ");
+    const modelText = [r.model, r.rate].filter(Boolean).join(" · ");
+    card.querySelector(".model").textContent = modelText;
+    card.querySelector(".model").title = modelText;
     card.querySelector(".top").textContent = nowText;
     card.querySelector(".top").title = nowText;
     // watched labels have the score the deciding stage saw every frame; others only while in
