@@ -32,7 +32,7 @@ from edge.capture.runner import CaptureThread, LatestFrame
 from edge.capture.spec import open_source
 from edge.errors import EdgeError
 from edge.events import Event, Result
-from edge.model import Model, load_configured, usable_cores
+from edge.model import Model, load_configured, model_line, usable_cores
 from edge.postprocess.chain import Chain
 from edge.preprocess import Box, InputPlan
 from edge.regions import (
@@ -279,6 +279,9 @@ class Pipeline:
         if self.checks is not None:
             self.checks(new)
         models = prepare_models(new, model, self.models)  # reuses the unchanged ones
+        for key, m in models.items():
+            if self.models.get(key) is not m:
+                log.info("reload: %s", model_line(m))
         regions = make_regions(new, model, models)
         source_changed = (new.source != self.cfg.source
                           or model.input_size != self.model.input_size)
