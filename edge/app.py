@@ -28,6 +28,7 @@ from edge.errors import EdgeError
 from edge.events import Result, event_line, top_line
 from edge.model import load_configured, model_line
 from edge.pipeline import Pipeline, build_outbox
+from edge.regions import prepare_models
 from edge.task import require
 from edge.web import access_from_config, start_web
 
@@ -156,14 +157,16 @@ def run_from_args(args: argparse.Namespace) -> int:
         model = load_configured(cfg.model)
         require(model.task, "run", model.path)
         configmod.check_labels(cfg, model.labels, path or "<defaults>")
+        models = prepare_models(cfg, model)  # the regions' own models (edge.regions)
         start_checks(cfg)
-        log.info("%s", model_line(model))
+        for m in (model, *models.values()):
+            log.info("%s", model_line(m))
         hooks = service.ServiceHooks(service.Notifier.from_env(), cfg.service.status_every_s)
         printer = Printer(args.json)
         printer.configure(cfg)
         pipe = Pipeline(cfg, model, no_drop=args.no_drop, printer=printer, hooks=hooks,
                         overrides=lambda c: apply_overrides(c, args), checks=start_checks,
-                        on_swap=printer.configure)
+                        on_swap=printer.configure, models=models)
         signals = service.install_signal_handlers(
             on_reload=pipe.reload_event.set, on_stop=pipe.stop_event.set
         )

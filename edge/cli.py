@@ -229,17 +229,35 @@ def validate_file(path: str, check_model: bool = True):
     """Every check `edge run` makes before it starts, with all the problems found at once."""
     from edge import app, catalog, config
     from edge.model import read_labels
+    from edge.regions import check_region_labels, gates
 
     cfg = config.load(path)  # a schema error stops here: the rest needs a config
     labels = None
     if check_model:
+        read: dict[str, list[str]] = {}
+
+        def labels_of(model_cfg) -> list[str]:
+            key = model_cfg.model_dump_json()
+            if key not in read:
+                read[key] = read_labels(catalog.resolve(model_cfg.path),
+                                        model_cfg.labels or catalog.labels_for(model_cfg.path))
+            return read[key]
+
         try:
-            model_path = catalog.resolve(cfg.model.path)
-            labels_file = cfg.model.labels or catalog.labels_for(cfg.model.path)
-            labels = read_labels(model_path, labels_file)
+            labels = labels_of(cfg.model)
+            for roi in cfg.rois:  # each region's own model too
+                if roi.model is not None:
+                    labels_of(roi.model)
         except EdgeError as e:
             log.warning("labels not checked: %s", e)
+            labels = None
     problems = app.config_problems(cfg, path, labels)
+    for check in [lambda: gates(cfg)] + ([lambda: check_region_labels(cfg, labels_of)]
+                                          if labels is not None else []):
+        try:  # the regions' `when:` gates, and each region's labels against its own model
+            check()
+        except EdgeError as e:
+            problems += str(e).splitlines()
     if problems:
         raise EdgeError("\n".join(problems))
     return cfg

@@ -193,6 +193,9 @@ def default_yaml() -> str:
             if name == "rois":
                 out.append("rois: []")
                 out.append("# rois:\n#   - {name: feeder, box: [0.25, 0.10, 0.75, 0.60]}")
+                out.append("#     each region's options:")
+                for key, sub_info, _ in _item_fields(info.annotation):
+                    out.append(f"#       {key}    # {help_line(sub_info)}")
             else:
                 items = default or []
                 out.append(f"{name}:" if items else f"{name}: []")
@@ -236,6 +239,27 @@ def options_table(cls) -> str:
     return TABLE_HEAD + "\n".join(rows)
 
 
+def _optional_model(ann: Any) -> type[BaseModel] | None:
+    """The section type of an `X | None` option (e.g. a region's `when`)."""
+    if typing.get_origin(ann) in (Union, types.UnionType):
+        models = [a for a in typing.get_args(ann) if _model_of(a) is not None]
+        return models[0] if len(models) == 1 else None
+    return _model_of(ann)
+
+
+def _item_fields(ann: Any) -> list[tuple[str, FieldInfo, Any]]:
+    """(key, info, annotation) of each option of a list's items (`rois:` entries), with the
+    options of their sub-sections (`when.roi`); a `model` section is the one of `model.*`."""
+    (item,) = typing.get_args(ann)
+    out = []
+    for name, info in _model_of(item).model_fields.items():
+        out.append((name, info, info.annotation))
+        sub = _optional_model(info.annotation)
+        if sub is not None and name != "model":
+            out += [(f"{name}.{n}", f, f.annotation) for n, f in sub.model_fields.items()]
+    return out
+
+
 def _md_rows(model: type[BaseModel], prefix: str, rows: list[str]) -> None:
     for name, info in model.model_fields.items():
         sub = _model_of(info.annotation)
@@ -245,6 +269,10 @@ def _md_rows(model: type[BaseModel], prefix: str, rows: list[str]) -> None:
             rows.append(f"| `device` | str | hostname | | {info.description} |")
         else:
             rows.append(_row(prefix + name, info, info.annotation))
+            args = typing.get_args(info.annotation)
+            if typing.get_origin(info.annotation) is list and _model_of(args[0]) is not None:
+                rows += [_row(f"{prefix}{name}[].{key}", f, a)
+                         for key, f, a in _item_fields(info.annotation)]
 
 
 def markdown() -> str:

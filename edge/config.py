@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, create_model, field_validator
+from pydantic import Field, ValidationError, create_model, field_validator, model_validator
 
 from edge import labels as labelmatch
 from edge.errors import ConfigError
@@ -152,11 +152,57 @@ class InferenceConfig(Strict):
 _Fraction = Annotated[float, Field(ge=0, le=1)]
 
 
+class WhenConfig(Strict):
+    roi: str = Field(..., min_length=1, description="the gating region: one listed before this one")
+    active: list[str] = Field(
+        ..., min_length=1,
+        description="labels or globs (*, ?, [..]); this region runs only while one of them is "
+        "active in the gating region",
+    )
+
+
+_STAGE = spec_union(STAGES)  # a region's own chain: the same stages as the top-level one
+
+
 class RoiConfig(Strict):
     name: str = Field(..., min_length=1, description="names the region in results and events")
     box: tuple[_Fraction, _Fraction, _Fraction, _Fraction] = Field(
         ..., description="x0, y0, x1, y1 as fractions of the frame (0..1)"
     )
+    model: ModelConfig | None = Field(
+        None,
+        description="this region's own model: a name or path (as model.path, the other model "
+        "options at their defaults) or a whole model section; null: the top-level model. "
+        "Regions naming the same model share one interpreter",
+    )
+    every_s: float | None = Field(
+        None, gt=0, le=86400,
+        description="run this region's model at most once per this many seconds (with "
+        "--no-drop, in the file's own time: frame number / frame rate); null: every frame",
+    )
+    max_fps: float | None = Field(
+        None, gt=0, le=240, description="the same rate as a frequency (1 / every_s); give one"
+    )
+    postprocess: list[_STAGE] | None = Field(
+        None, description="this region's own chain (replaces the top-level one); null: the "
+        "top-level postprocess"
+    )
+    when: WhenConfig | None = Field(
+        None,
+        description="run only while another region has one of these labels active (a cascade: "
+        "e.g. the bird model on the feeder only while the scene model sees a bird)",
+    )
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_name(cls, v):
+        return {"path": v} if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _one_rate(self):
+        if self.every_s is not None and self.max_fps is not None:
+            raise ValueError("give every_s or max_fps, not both")
+        return self
 
     @field_validator("box")
     @classmethod
@@ -354,7 +400,7 @@ def _explain(err: dict, data: Any, registries: dict) -> tuple[tuple, str]:
         path = (*path, ctx["key"])
         return path, f"unknown key{ctx['hint']} (allowed: {ctx['allowed']})"
     if kind == "union_tag_invalid" or kind == "union_tag_not_found":
-        section = path[0] if path else ""
+        section = "postprocess" if "postprocess" in path else (path[0] if path else "")
         names = list(registries.get(section, {}))
         given = _single_key(_given(data, path)) if path else None
         what = "stage" if section == "postprocess" else "output"
@@ -465,14 +511,17 @@ def load(path: str | Path | None) -> Any:
     return cfg
 
 
-def check_labels(cfg, labels: list[str], where: str = "<config>") -> None:
-    """Every label named in the chain must name a model label (or a group defined before it)."""
+def check_labels(cfg, labels: list[str], where: str = "<config>", chain: list | None = None,
+                 prefix: tuple = ("postprocess",)) -> None:
+    """Every label named in the chain must name a model label (or a group defined before it).
+
+    `chain`/`prefix`: another chain than the top-level one (a region's own, at `prefix`)."""
     known = list(labels)
     pos = cfg.__dict__.get("_pos", {})
     if where == "<config>":
         where = cfg.__dict__.get("_where", where)
     problems = []
-    for i, (name, params) in enumerate(spec_items(cfg.postprocess)):
+    for i, (name, params) in enumerate(spec_items(cfg.postprocess if chain is None else chain)):
         stage = STAGES[name]
         for loc, label in stage.labels_in(params):
             if not labelmatch.resolve(label, known):
@@ -482,11 +531,11 @@ def check_labels(cfg, labels: list[str], where: str = "<config>") -> None:
                 what = f"{'matches no label' if glob else 'is not a label'} of the model{hint}"
                 if labelmatch.resolve(label, labels):
                     what = "names labels an earlier group or filter stage took out of the list"
-                path = ("postprocess", i, name, *loc)
+                path = (*prefix, i, name, *loc)
                 problems.append(f"{_at(where, pos, path)}: {_dotted(path)}: {label!r} {what}")
         before, known = known, stage.labels_out(params, known)
         for label in labelmatch.new_clashes(before, known):
-            path = ("postprocess", i, name, label)
+            path = (*prefix, i, name, label)
             problems.append(
                 f"{_at(where, pos, path)}: {_dotted(path)}: {label!r} is already a label here: "
                 "choose another name"

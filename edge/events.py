@@ -57,15 +57,19 @@ class Result:
     top: list[tuple[str, float]]  # (label, score) best first, after the post-processing chain
     active: list[str] = field(default_factory=list)  # labels currently "in" (hysteresis)
     scores: dict[str, float] = field(default_factory=dict)  # watched labels' scores (web bars)
+    model: str | None = None  # set when regions run models of their own: which one this is
 
     def to_dict(self) -> dict:
-        return {
+        d = {
             "seq": self.seq,
             "ts": iso_time(self.ts),
             "roi": self.roi,
             "top": [{"label": lb, "score": round(float(s), 4)} for lb, s in self.top],
             "active": list(self.active),
         }
+        if self.model is not None:  # one model for all: the output stays as it always was
+            d["model"] = self.model
+        return d
 
 
 # ------------------------------------------------------------------ one text format

@@ -32,9 +32,22 @@ from edge.capture.runner import CaptureThread, LatestFrame
 from edge.capture.spec import open_source
 from edge.errors import EdgeError
 from edge.events import Event, Result
-from edge.model import Model, load_configured, model_file_changed, usable_cores
+from edge.model import Model, load_configured, model_file_changed, model_line, usable_cores
 from edge.postprocess.chain import Chain
 from edge.preprocess import Box, InputPlan
+from edge.regions import (
+    Gate,
+    Rate,
+    earliest_due,
+    forecast,
+    frame_clock,
+    gate_open,
+    gates,
+    has_own_models,
+    model_names,
+    prepare_models,
+    region_key,
+)
 from edge.segment import attach_boxes, segment_frame
 from edge.segment import max_fps as capped_fps
 from edge.sinks.outbox import Outbox
@@ -52,6 +65,12 @@ class Region:
     name: str | None  # None: the whole frame
     box: Box | None
     chain: Chain
+    model: Model | None = None  # its own model (edge.regions); None: the pipeline's model
+    model_name: str = ""  # the name results, events and /metrics give its model
+    rate: Rate = field(default_factory=Rate)
+    gate: Gate | None = None
+    entry: int = 0  # its tensor's index in the input plan
+    active: list[str] = field(default_factory=list)  # its active set at its last run (gates)
 
 
 @dataclass(frozen=True)
@@ -60,6 +79,9 @@ class RegionView:
     box: Box | None
     watched: dict[str, dict]  # label -> {"enter", "exit"}: the levels the chain applies
     levels_of: Callable[[list[str]], dict[str, dict]]
+    model: str = ""  # the name of the model that classifies it
+    rate: str = "every frame"  # how often it runs, for people
+    every_s: float | None = None  # the same as a period; None: every frame
 
 
 @dataclass(frozen=True)
@@ -111,6 +133,7 @@ class Swap:
     plan: InputPlan
     outbox: Outbox | None  # None: the outputs did not change
     source_changed: bool
+    models: dict = field(default_factory=dict)  # the regions' own models, by edge.regions key
 
 
 def _file_stamp(path: str | None) -> tuple | None:
@@ -122,20 +145,43 @@ def _file_stamp(path: str | None) -> tuple | None:
     return (st.st_mtime_ns, st.st_size) if st else None
 
 
-def make_regions(cfg, labels: list[str], model_name: str, top_k: int = 5) -> list[Region]:
+def make_regions(cfg, top: Model, models: dict[str, Model] | None = None,
+                 top_k: int = 5) -> list[Region]:
+    """A region per `rois:` entry (or the whole frame): its chain, model, rate and gate."""
     specs = configmod.spec_items(cfg.postprocess)
-    rois = [(r.name, tuple(r.box)) for r in cfg.rois] or [(None, None)]
-    return [
-        Region(name, box, Chain(specs, labels, roi=name, device=cfg.device, model=model_name,
-                                top_k=top_k))
-        for name, box in rois
-    ]
+    if not cfg.rois:
+        chain = Chain(specs, top.labels, roi=None, device=cfg.device, model=top.name, top_k=top_k)
+        return [Region(None, None, chain, model_name=top.name)]
+    models = models or {}
+    names = model_names(top, models)
+    out = []
+    for roi, gate in zip(cfg.rois, gates(cfg), strict=True):
+        key = region_key(cfg, roi, top)
+        model = None if key is None else models[key]
+        own = configmod.spec_items(roi.postprocess) if roi.postprocess is not None else specs
+        chain = Chain(own, (model or top).labels, roi=roi.name, device=cfg.device,
+                      model=names[key], top_k=top_k)
+        out.append(Region(roi.name, tuple(roi.box), chain, model, names[key], Rate.of(roi),
+                          gate))
+    return out
 
 
-def input_plan(model: Model, regions: list[Region]) -> InputPlan:
-    if model.task.kind == SEGMENTER:  # one tensor, the whole frame, for every region
-        return InputPlan(((None, model.input),))
-    return InputPlan(tuple((r.box, model.input) for r in regions))
+def input_plan(model: Model, regions: list[Region], no_drop: bool = False) -> InputPlan:
+    """An entry per region on a classifier (its crop at its model's input), one whole-frame
+    entry shared by the regions on a segmenter; sets each region's `entry`."""
+    entries: list = []
+    whole: int | None = None
+    for r in regions:
+        m = r.model or model
+        if m.task.kind == SEGMENTER:  # one tensor, the whole frame, for all its regions
+            if whole is None:
+                whole = len(entries)
+                entries.append((None, m.input))
+            r.entry = whole
+        else:
+            r.entry = len(entries)
+            entries.append((r.box, m.input))
+    return InputPlan(tuple(entries), forecast(regions, len(entries), no_drop))
 
 
 def build_outbox(cfg, model_name: str) -> Outbox:
@@ -165,7 +211,8 @@ class Pipeline:
 
     def __init__(self, cfg, model: Model, *, no_drop: bool = False, printer=None, hooks=None,
                  overrides=None, checks: Callable[[Any], None] | None = None,
-                 on_swap: Callable[[Any], None] | None = None) -> None:
+                 on_swap: Callable[[Any], None] | None = None,
+                 models: dict[str, Model] | None = None) -> None:
         self.cfg, self.model = cfg, model
         self.no_drop = no_drop
         self.printer = printer
@@ -177,8 +224,10 @@ class Pipeline:
         self.live = Live()
         self.stop_event = threading.Event()
         self.reload_event = threading.Event()
-        self.regions = make_regions(cfg, model.labels, model.name)
-        self.plan = input_plan(model, self.regions)
+        self.models = prepare_models(cfg, model) if models is None else models
+        self.regions = make_regions(cfg, model, self.models)
+        self.plan = input_plan(model, self.regions, no_drop)
+        self.tag_models = has_own_models(cfg)  # results then name their model
         self.slot = LatestFrame(self.stats, no_drop=no_drop)
         self.capture: CaptureThread | None = None
         self.outbox: Outbox | None = None
@@ -201,7 +250,8 @@ class Pipeline:
         """What the capture thread does for the current model: its tensors, and whether it may
         decode beside an invoke (only when inference leaves a core free)."""
         self.capture.prepare = self.plan.prepare
-        self.capture.overlap = self.model.threads < usable_cores()
+        threads = max(m.threads for m in (self.model, *self.models.values()))
+        self.capture.overlap = threads < usable_cores()
 
     def _make_view(self) -> View:
         outbox = self.outbox
@@ -210,7 +260,8 @@ class Pipeline:
             source=configmod.masked(self.cfg)["source"],
             model=self.model.info,
             labels=self.model.labels,
-            regions=tuple(RegionView(r.name, r.box, r.chain.watched(), r.chain.levels_of)
+            regions=tuple(RegionView(r.name, r.box, r.chain.watched(), r.chain.levels_of,
+                                     r.model_name, r.rate.text(), r.rate.period or None)
                           for r in self.regions),
             served_dirs=outbox.served_dirs() if outbox else (),
             sink_stats=outbox.sink_stats if outbox else dict,
@@ -231,7 +282,11 @@ class Pipeline:
         configmod.check_labels(new, model.labels, str(path))
         if self.checks is not None:
             self.checks(new)
-        regions = make_regions(new, model.labels, model.name)
+        models = prepare_models(new, model, self.models)  # reuses the unchanged ones
+        for key, m in models.items():
+            if self.models.get(key) is not m:
+                log.info("reload: %s", model_line(m))
+        regions = make_regions(new, model, models)
         source_changed = (new.source != self.cfg.source
                           or model.input_size != self.model.input_size)
         if source_changed:
@@ -239,7 +294,8 @@ class Pipeline:
         outputs_changed = (new.outputs != self.cfg.outputs or new.device != self.cfg.device
                            or model.name != self.model.name)
         outbox = self.make_outbox(new, model) if outputs_changed else None
-        return Swap(new, model, regions, input_plan(model, regions), outbox, source_changed)
+        return Swap(new, model, regions, input_plan(model, regions, self.no_drop), outbox,
+                    source_changed, models)
 
     def _built(self, path: str | None) -> Swap | None:
         try:
@@ -283,11 +339,17 @@ class Pipeline:
         """Swap what a reload built; runs between two frames, and only assigns and starts."""
         # Stages remap their state by label name, so it carries over a new model too (labels
         # that are gone get their `exit`).
-        old = {r.name: r.chain for r in self.regions}
+        # Rates keep their schedule; a gate keeps reading the active set of the same model.
+        old = {r.name: r for r in self.regions}
         for r in swap.regions:
             if r.name in old:
-                r.chain.carry_over(old[r.name])
+                was = old[r.name]
+                r.chain.carry_over(was.chain)
+                r.rate.carry_over(was.rate)
+                if r.model_name == was.model_name:
+                    r.active = was.active
         self.cfg, self.model, self.regions = swap.cfg, swap.model, swap.regions
+        self.models, self.tag_models = swap.models, has_own_models(swap.cfg)
         self.plan = swap.plan
         if self.capture is not None:
             self._tune_capture()
@@ -312,23 +374,43 @@ class Pipeline:
 
     # --------------------------------------------------------------- the loop
     def classify(self, frame: Frame) -> tuple[list[tuple[Result, list[Event]]], float]:
-        """One invoke and one chain step per region: ((result, events) per region, invoke
-        ms in all)."""
+        """One invoke and one chain step per region due on this frame (its rate and gate,
+        edge.regions): ((result, events) per region that ran, invoke ms in all)."""
         out = []
         invoke_ms = 0.0
-        tensors = self.plan.tensors(frame)
-        if self.model.task.kind == SEGMENTER:  # one invoke sees the whole frame (edge.segment)
-            covs, cmap, invoke_ms = segment_frame(self.model, tensors[0], frame.rgb.shape,
-                                                  [r.box for r in self.regions], self.cfg.model)
-            self.live.mask = (frame.seq, cmap)
-            for region, cov in zip(self.regions, covs, strict=True):
-                out.append(region.chain.process(frame.seq, frame.ts, frame.mono, cov.scores))
-                attach_boxes(out[-1][1], cov, self.model.labels)
-            return out, invoke_ms
-        for region, tensor in zip(self.regions, tensors, strict=True):
-            inference = self.model.run(tensor)
-            invoke_ms += inference.invoke_ms
-            out.append(region.chain.process(frame.seq, frame.ts, frame.mono, inference.scores))
+        invokes: dict[str, int] = {}
+        clock = frame_clock(frame, self.no_drop)
+        seg: dict | None = None  # the segmenter's coverage per region, once per frame
+        for region in self.regions:
+            if not (region.rate.due(clock) and gate_open(region, self.regions)):
+                continue  # no result for this frame, not a stale one
+            model = region.model or self.model
+            if model.task.kind == SEGMENTER:  # one invoke sees the whole frame (edge.segment)
+                if seg is None:
+                    on_it = [r for r in self.regions if r.model is None]
+                    covs, cmap, ms = segment_frame(model, self.plan.tensor(frame, region.entry),
+                                                   frame.rgb.shape, [r.box for r in on_it],
+                                                   self.cfg.model)
+                    self.live.mask = (frame.seq, cmap)
+                    seg = {id(r): cov for r, cov in zip(on_it, covs, strict=True)}
+                    invoke_ms += ms
+                    invokes[region.model_name] = invokes.get(region.model_name, 0) + 1
+                cov = seg[id(region)]
+                result, events = region.chain.process(frame.seq, frame.ts, frame.mono,
+                                                      cov.scores)
+                attach_boxes(events, cov, model.labels)
+            else:
+                inference = model.run(self.plan.tensor(frame, region.entry))
+                invoke_ms += inference.invoke_ms
+                invokes[region.model_name] = invokes.get(region.model_name, 0) + 1
+                result, events = region.chain.process(frame.seq, frame.ts, frame.mono,
+                                                      inference.scores)
+            region.rate.ran(clock)
+            region.active = result.active
+            if self.tag_models:
+                result.model = region.model_name
+            out.append((result, events))
+        self.stats.invoked(invokes)
         return out, invoke_ms
 
     def run(self, max_frames: int | None = None, duration: float | None = None,
@@ -388,6 +470,13 @@ class Pipeline:
                 wait = next_due - time.monotonic()
                 if wait > 0 and self.stop_event.wait(wait):
                     break
+            # every region on a rate (edge.regions): no frame is wanted before the first is due
+            wake = 0.0 if self.no_drop else earliest_due(self.regions) - time.monotonic()
+            if wake > 0.001:
+                if self.stop_event.wait(min(wake, 0.25)):
+                    break
+                self._housekeeping()
+                continue  # (a reload's swap is applied meanwhile)
             frame = self.slot.get(timeout=0.5)
             if frame is None:
                 if self.slot.closed and self._pending is None:
@@ -398,14 +487,15 @@ class Pipeline:
             per_region, invoke_ms = self.classify(frame)
             results = [r for r, _ in per_region]
             now = time.monotonic()
-            cpu = time.process_time()
-            self.stats.frame_classified(invoke_ms, (now - frame.mono) * 1000, cpu - cpu0)
-            cpu0 = cpu
+            if per_region:  # some region ran (its rate or gate may have said no to all)
+                cpu = time.process_time()
+                self.stats.frame_classified(invoke_ms, (now - frame.mono) * 1000, cpu - cpu0)
+                cpu0 = cpu
             events = [d for r, evs in per_region for d in self.outbox.publish(r, evs, frame)]
             for e in events:
                 self.stats.event(e["label"], e["type"])
-            self.stats.set_active(sorted({f"{r.roi}:{a}" if r.roi else a
-                                          for r in results for a in r.active}))
+            self.stats.set_active(sorted({f"{r.name}:{a}" if r.name else a
+                                          for r in self.regions for a in r.active}))
             self.live.update(frame, results, events)
             if self.printer:
                 self.printer(results, events)

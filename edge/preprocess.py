@@ -14,6 +14,7 @@ goes through the same `ModelInput`, so `edge classify` and `edge run` see identi
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -90,22 +91,40 @@ def source_image(frame: Frame, box: Box | None) -> np.ndarray:
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """A frame's tensors, one per region, and the plan that made them."""
+    """A frame's tensors, one per region (None: skipped, not due), and the plan that made them."""
 
     plan: InputPlan
-    tensors: tuple[np.ndarray, ...]
+    tensors: tuple[np.ndarray | None, ...]
 
 
 @dataclass(frozen=True, eq=False)
 class InputPlan:
-    """Per region, its box and the input of the model that classifies it; built per config."""
+    """Per region, its box and the input of the model that classifies it; built per config.
+
+    `due(frame)`, when given, says which entries the loop will want for the frame (a region
+    whose rate or gate says no): `prepare` skips the others' resize. It is a forecast; `tensor`
+    makes any entry it skipped that the loop does want.
+    """
 
     regions: tuple[tuple[Box | None, ModelInput], ...]
+    due: Callable[[Frame], Sequence[bool]] | None = None
 
     def prepare(self, frame: Frame) -> Prepared:
-        """Make every region's tensor; thread-safe (the capture thread calls it)."""
+        """Make every (due) region's tensor; thread-safe (the capture thread calls it)."""
+        want = self.due(frame) if self.due is not None else None
         return Prepared(self, tuple(inp(source_image(frame, box), box)
-                                    for box, inp in self.regions))
+                                    if want is None or want[i] else None
+                                    for i, (box, inp) in enumerate(self.regions)))
+
+    def tensor(self, frame: Frame, i: int) -> np.ndarray:
+        """Entry `i`'s tensor for the frame: the capture thread's, if it made it under this
+        plan, else made now."""
+        p = frame.prepared
+        t = p.tensors[i] if p is not None and p.plan is self else None
+        if t is None:
+            box, inp = self.regions[i]
+            t = inp(source_image(frame, box), box)
+        return t
 
     def tensors(self, frame: Frame) -> tuple[np.ndarray, ...]:
         """The frame's tensors: made by the capture thread if it used this plan, else now.
@@ -113,5 +132,4 @@ class InputPlan:
         A frame prepared under another plan (before a reload) is never trusted: the plan is
         compared by identity.
         """
-        p = frame.prepared
-        return p.tensors if p is not None and p.plan is self else self.prepare(frame).tensors
+        return tuple(self.tensor(frame, i) for i in range(len(self.regions)))

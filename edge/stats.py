@@ -142,6 +142,7 @@ class Stats:
         self.latency_ms: deque[float] = deque(maxlen=RING)
         self.cpu_s: deque[float] = deque(maxlen=RING)  # process CPU seconds per classified frame
         self.events: dict[str, int] = {}
+        self.invokes: dict[str, int] = {}  # per model name (regions may run models of their own)
         self.invoke_hist = Histogram()  # seconds, whole-frame invoke time
         self.latency_hist = Histogram()  # seconds, capture to result
         self.active: list[str] = []
@@ -168,6 +169,12 @@ class Stats:
                 self.cpu_s.append(cpu_s)
             self.invoke_hist.observe(invoke_ms / 1000)
             self.latency_hist.observe(latency_ms / 1000)
+
+    def invoked(self, counts: dict[str, int]) -> None:
+        """One frame's invokes per model."""
+        with self.lock:
+            for name, n in counts.items():
+                self.invokes[name] = self.invokes.get(name, 0) + n
 
     def histograms(self) -> dict[str, Histogram]:
         """Copies of the cumulative histograms (seconds), taken under the lock."""
@@ -223,6 +230,7 @@ class Stats:
                     round(now - self.last_result_mono, 3) if self.last_result_mono else None
                 ),
                 "events": dict(self.events),
+                "invokes": dict(self.invokes),
                 "active": list(self.active),
             }
 

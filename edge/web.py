@@ -149,7 +149,8 @@ def health(pipe, snap: dict | None = None) -> tuple[bool, str]:
     s = snap or pipe.stats.summary()
     cfg = pipe.view.cfg
     max_fps = cfg.inference.max_fps
-    limit = max(5.0, 3 * cfg.source.stall_timeout_s, 3 / max_fps if max_fps else 0.0)
+    limit = max(5.0, 3 * cfg.source.stall_timeout_s, 3 / max_fps if max_fps else 0.0,
+                3 * min((r.every_s or 0.0 for r in pipe.view.regions), default=0.0))
     state = s["source_state"]
     if state != "running":
         err = f": {s['source_error']}" if s.get("source_error") else ""
@@ -217,6 +218,9 @@ def regions_now(pipe) -> list[dict]:
         out.append({
             "name": region.name,
             "box": list(region.box) if region.box else None,
+            "model": region.model,
+            "rate": region.rate,
+            "every_s": region.every_s,
             "seq": r.seq if r else None,
             "top": [[label, round(float(s), 4)] for label, s in r.top] if r else [],
             "active": list(r.active) if r else [],
@@ -377,6 +381,11 @@ class Metrics:
         yield state
         ok, _ = health(pipe, s)
         yield GaugeMetricFamily("edge_healthy", "1 while /healthz answers 200", value=float(ok))
+        invokes = CounterMetricFamily("edge_model_invokes", "model invokes, by model",
+                                      labels=["model"])
+        for model, n in sorted(s["invokes"].items()):
+            invokes.add_metric([model], n)
+        yield invokes
         events = CounterMetricFamily("edge_events", "events by type and label",
                                      labels=["type", "label"])
         for key, n in sorted(s["events"].items()):

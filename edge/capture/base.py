@@ -29,6 +29,9 @@ class Frame:
     # the model tensors per region (an `edge.preprocess.Prepared`) when the capture thread
     # made them; its plan is checked, so a reload never uses stale tensors
     prepared: object | None = None
+    # a file's own time: frame number / its frame rate (None for cameras and streams); with
+    # --no-drop, region rates (`every_s`) count in it, so an evaluation is deterministic
+    media_s: float | None = None
 
     @property
     def image(self) -> np.ndarray:

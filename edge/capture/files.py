@@ -57,10 +57,12 @@ class FilesSource:
 
     live = False
 
-    def __init__(self, path: str, loop: bool = False, fps: float | None = None) -> None:
+    def __init__(self, path: str, loop: bool = False, fps: float | None = None,
+                 frame_rate: float | None = None) -> None:
         self.path = path
         self.loop = loop
         self.fps = fps  # None: as fast as they can be read
+        self.frame_rate = frame_rate or fps  # the images' own time (Frame.media_s)
         self.name = f"files:{path}"
         self.files: list[Path] = []
         self.index = 0

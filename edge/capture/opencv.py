@@ -81,6 +81,7 @@ class OpenCVSource:
         self.cap: cv2.VideoCapture | None = None
         self.stale = StaleCheck(cfg.stale_frames)
         self.pacer: Pacer | None = None
+        self.frame_rate: float | None = None  # video files: their own fps (Frame.media_s)
         self.frames = 0
         self.raw = False  # MJPG packets read undecoded (video files only)
         self._grabbed: np.ndarray | None = None  # the raw packet of the last grab
@@ -121,9 +122,11 @@ class OpenCVSource:
         self.frames = 0
         self.stale = StaleCheck(self.cfg.stale_frames)
         self.pacer = None
-        if self.kind == "file" and self.cfg.realtime:
+        if self.kind == "file":
             fps = cap.get(cv2.CAP_PROP_FPS)
-            self.pacer = Pacer(fps if 0 < fps <= 1000 and not math.isnan(fps) else self.cfg.fps)
+            self.frame_rate = fps if 0 < fps <= 1000 and not math.isnan(fps) else self.cfg.fps
+            if self.cfg.realtime:
+                self.pacer = Pacer(self.frame_rate)
         if self.kind == "file":
             self.raw = _raw_mjpg(cap)
         if self.kind == "camera":

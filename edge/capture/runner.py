@@ -335,6 +335,9 @@ class CaptureThread:
                     t0 = start  # the lead in no-drop mode covers the whole read
                 out = source.retrieve() if two_phase else got
                 frame = Frame(seq, ts, mono, out[0], out[1])
+                rate = None if live else getattr(source, "frame_rate", None)
+                if rate:
+                    frame.media_s = seq / rate
                 prepare = self.prepare
                 if prepare is not None:
                     frame.prepared = prepare(frame)

@@ -74,6 +74,7 @@ def open_source(cfg: SourceConfig, model_size: tuple[int, int]) -> Source:
         return source
     if not cfg.path:
         raise EdgeError("source.path is required with kind: files (an image, folder or glob)")
-    source = FilesSource(cfg.path, loop=cfg.loop, fps=cfg.fps if cfg.realtime else None)
+    source = FilesSource(cfg.path, loop=cfg.loop, fps=cfg.fps if cfg.realtime else None,
+                         frame_rate=cfg.fps)
     source.check()  # a path with no images can never work: say so now, not in a retry loop
     return source

@@ -360,7 +360,9 @@ function renderRegions(regions) {
       card = el("div", "roi");
       card.dataset.roi = roi;
       const head = el("div", "head");
-      head.append(el("h3", "", r.name ? `ROI ${r.name}` : "whole frame"), el("div", "top muted"));
+      head.append(el("h3", "", r.name ? `ROI ${r.name}` : "whole frame"),
+        el("div", "model muted"),
+        el("div", "top muted"));
       card.append(head, el("div", "rows"));
       card.querySelector(".rows").addEventListener("click", (ev) => {
         const row = ev.target.closest(".row");
@@ -372,6 +374,10 @@ function renderRegions(regions) {
     }
     const nowText = "now: " + (r.top.length
       ? r.top.slice(0, 3).map(([l, s]) => `${l} ${fmt(s, 2)}`).join(" · ") : "–");
+    // which model classifies it and how often (a reload may change either)
+    const modelText = [r.model, r.rate].filter(Boolean).join(" · ");
+    card.querySelector(".model").textContent = modelText;
+    card.querySelector(".model").title = modelText;
     card.querySelector(".top").textContent = nowText;
     card.querySelector(".top").title = nowText;
     // watched labels have the score the deciding stage saw every frame; others only while in
