@@ -27,7 +27,7 @@ import numpy as np
 
 from edge import catalog, paths
 from edge.atomic import write_atomic
-from edge.errors import ModelError
+from edge.errors import EdgeError, ModelError
 from edge.limits import MAX_LABELS_BYTES, read_capped
 from edge.metadata import Metadata, check_structure, embedded_files, read_metadata
 from edge.preprocess import Box, ModelInput
@@ -574,9 +574,13 @@ def load_configured(model_cfg) -> Model:
 
 
 def model_file_changed(model_cfg, model: Model) -> bool:
-    """Whether the file `model_cfg` names is no longer the one `model` was loaded from (e.g.
-    `edge train` wrote a new one under the same name): a reload then loads it again."""
-    return catalog.file_changed(model_cfg.path, model.digest)
+    """Whether the file `model_cfg` names, the one `model` was loaded from, now holds another
+    model (e.g. `edge train` wrote a new one under the same name): a reload then loads it."""
+    try:
+        same_file = catalog.resolve(model_cfg.path).resolve() == model.path.resolve()
+    except (OSError, EdgeError):
+        return False  # the reload's own load reports a missing model
+    return same_file and catalog.file_changed(model_cfg.path, model.digest)
 
 
 def model_line(model: Model) -> str:
