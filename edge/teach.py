@@ -565,7 +565,7 @@ class Teach:
             d = root / name
             if d.exists() or d.is_symlink():
                 raise TeachError(409, f"class {name!r} exists")
-            d.mkdir()
+            d.mkdir(parents=True)  # the dataset too, before the collect output's first frame
             _fsync_dir(root)
             return {"created": name}
 

@@ -2,7 +2,8 @@
 
 Standard-library HTTP plus prometheus-client's text format: nothing to build and nothing from
 a CDN, so the page works on an offline device. Handlers only read what the pipeline shares
-(stats, the latest frame, results and events); no endpoint changes anything. The preview is
+(stats, the latest frame, results and events); only the Teach API (edge.teach: POST, same
+origin, its own header) changes files and sets the reload event. The preview is
 JPEG-encoded in the handler threads, only while someone watches, at most `preview_fps` times a
 second however many viewers there are, from a frame reference taken under the lock and encoded
 outside it: the frame loop never waits for a viewer. Any bind address other than loopback

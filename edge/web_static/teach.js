@@ -130,9 +130,10 @@ function renameInline(tr, cell, old) {
   input.focus();
 }
 
-async function act(fn, done) {
+async function act(fn, done, onOk) {
   try {
     const r = await fn();
+    if (onOk) onOk(r); // before the refresh: an undo pressed meanwhile finds it
     if (done) say(done);
     await refresh();
     return r;
@@ -237,8 +238,8 @@ async function assign(to) {
   if (!ids.length) return say("select a frame first", true);
   const first = Math.min(...st.selected);
   const r = await act(() => api(withToken("api/teach/move"), { ids, to }),
-    `${ids.length} frame${ids.length > 1 ? "s" : ""} → ${to}`);
-  if (r && r.moved.length) st.undo.push({ pairs: r.moved });
+    `${ids.length} frame${ids.length > 1 ? "s" : ""} → ${to}`,
+    (got) => { if (got.moved.length) st.undo.push({ pairs: got.moved }); });
   if (r) {
     st.cursor = Math.min(first, Math.max(0, st.groups.length - 1));
     st.selected = st.groups.length ? new Set([st.cursor]) : new Set();
