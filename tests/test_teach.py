@@ -291,6 +291,12 @@ def click(driver, css: str) -> None:
     wait_for(once, 10, f"a click on {css}", every=0.05)
 
 
+def settled(driver) -> None:
+    """Wait until the page's last change and its refresh are done (body[data-busy] gone)."""
+    wait_for(lambda: driver.execute_script("return !document.body.dataset.busy"), 10,
+             "the page to settle", every=0.05)
+
+
 def ids_shown(driver) -> list[str]:
     return driver.execute_script(
         "return [...document.querySelectorAll('#grid .tile-frame')].map(t => t.dataset.id)")
@@ -334,8 +340,9 @@ def test_label_train_deploy_rollback_in_the_browser(edge, browser, tmp_path):  #
     body = browser.find_element(By.TAG_NAME, "body")
 
     def wait_moved(moved: str):
-        wait_for(lambda: moved not in ids_shown(browser) and browser.execute_script(
-            "return document.querySelectorAll('#grid .selected').length") == 1, 10, "the move")
+        wait_for(lambda: not (edge.dataset / moved).exists(), 10, "the move")
+        settled(browser)
+        assert moved not in ids_shown(browser)
 
     # bulk: shift-click a range, assign it with a key, then undo with Ctrl+Z
     ts = tiles(browser)
@@ -346,9 +353,10 @@ def test_label_train_deploy_rollback_in_the_browser(edge, browser, tmp_path):  #
     assert len(browser.find_elements(By.CSS_SELECTOR, "#grid .selected")) == 3
     body.send_keys("1")
     wait_for(lambda: api_counts(edge).get("cat", 0) > 0, 10, "a bulk move")
+    settled(browser)
     body.send_keys(Keys.CONTROL, "z")
     wait_for(lambda: api_counts(edge) == {**start, "cat": 0, "flower": 0}, 10, "the undo")
-    wait_for(lambda: len(tiles(browser)) >= 2, 10, "the grid again")
+    settled(browser)
 
     # delete one tile (all its frames) with the Delete key
     first = tiles(browser)[0]
@@ -357,7 +365,8 @@ def test_label_train_deploy_rollback_in_the_browser(edge, browser, tmp_path):  #
     n_del = len(get_json(edge.url + "api/teach/frames")["groups"][0]["members"])
     body.send_keys(Keys.DELETE)
     wait_for(lambda: api_counts(edge)["unlabelled"] == total - n_del, 10, "the delete")
-    wait_for(lambda: gone not in ids_shown(browser), 10, "the grid after the delete")
+    settled(browser)
+    assert gone not in ids_shown(browser)
     assert not (edge.dataset / gone).exists()
 
     # label every tile: the first by clicking a class button, then keys at the cursor
@@ -378,9 +387,6 @@ def test_label_train_deploy_rollback_in_the_browser(edge, browser, tmp_path):  #
         else:
             body.send_keys("1" if want == "cat" else "2")
             used_key = True
-        if len(ts) == 1:
-            wait_for(lambda: api_counts(edge)["unlabelled"] == 0, 10, "the last move")
-            break
         wait_moved(moved)
     assert used_click and used_key
     counts = api_counts(edge)
@@ -392,14 +398,17 @@ def test_label_train_deploy_rollback_in_the_browser(edge, browser, tmp_path):  #
     # move one frame between classes with arrows and a digit, then undo it
     click(browser, '#class-table tr[data-cls="cat"] button')
     wait_for(lambda: len(tiles(browser)) == counts["cat"], 10, "the cat frames")
+    settled(browser)
     tiles(browser)[0].click()
     body.send_keys(Keys.ARROW_RIGHT)
     moved_id = tiles(browser)[1].get_attribute("data-id")
     body.send_keys("2")
     wait_for(lambda: api_counts(edge)["flower"] == counts["flower"] + 1, 10, "cat -> flower")
     assert (edge.dataset / "flower" / moved_id.split("/")[1]).exists()
+    settled(browser)
     body.send_keys(Keys.CONTROL, "z")
     wait_for(lambda: api_counts(edge) == counts, 10, "undo cat -> flower")
+    settled(browser)
     assert (edge.dataset / moved_id).exists()
     # the class table says per class how many and whether it is enough
     def table():
@@ -434,6 +443,7 @@ def test_label_train_deploy_rollback_in_the_browser(edge, browser, tmp_path):  #
     browser.set_window_size(390, 844)
     click(browser, '#class-table tr[data-cls="flower"] button')
     wait_for(lambda: len(tiles(browser)) == counts["flower"], 10, "the flower frames")
+    settled(browser)
     width = browser.execute_script("return document.documentElement.clientWidth")
     for css in ("#train", '#class-buttons [data-cls="cat"]', '#class-buttons [data-cls="flower"]',
                 "#grid .tile-frame"):

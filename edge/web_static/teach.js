@@ -130,7 +130,15 @@ function renameInline(tr, cell, old) {
   input.focus();
 }
 
+// body[data-busy] while a change and its refresh run (scripts and tests wait for it to go)
+function busy(n) {
+  const v = Number(document.body.dataset.busy || 0) + n;
+  if (v > 0) document.body.dataset.busy = String(v);
+  else delete document.body.dataset.busy;
+}
+
 async function act(fn, done, onOk) {
+  busy(1);
   try {
     const r = await fn();
     if (onOk) onOk(r); // before the refresh: an undo pressed meanwhile finds it
@@ -141,6 +149,8 @@ async function act(fn, done, onOk) {
     say(e.message, true);
     await refresh();
     return null;
+  } finally {
+    busy(-1);
   }
 }
 
@@ -274,7 +284,8 @@ function showFolder(name) {
   st.cursor = st.anchor = 0;
   say(name === UNL ? "unlabelled frames, most uncertain and most distinct first" :
     `class ${name}: select frames and press a digit to move them, 0 for unlabelled`);
-  refresh();
+  busy(1);
+  refresh().finally(() => busy(-1));
 }
 
 document.addEventListener("keydown", (e) => {
