@@ -27,9 +27,12 @@ from edge.demo import demo_clip
 from edge.errors import EdgeError
 from edge.events import Result, event_line, top_line
 from edge.model import load_configured, model_line
+from edge.paths import model_dir
 from edge.pipeline import Pipeline, build_outbox
 from edge.regions import prepare_models
 from edge.task import require
+from edge.teach import Setup as TeachSetup
+from edge.teach import Teach
 from edge.web import access_from_config, start_web
 
 log = logging.getLogger(__name__)
@@ -173,7 +176,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         web = None
         try:
             if cfg.web.enabled:
-                web = start_web(cfg.web, pipe)
+                teach = Teach(pipe, TeachSetup(path, model_dir(), getattr(args, "model", None)))
+                web = start_web(cfg.web, pipe, teach)
             return pipe.run(args.max_frames, args.duration, path)
         finally:
             if web is not None:

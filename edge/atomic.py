@@ -43,10 +43,11 @@ def replacing(path: str | os.PathLike, fsync: bool = False) -> Iterator[Path]:
         raise
 
 
-def write_atomic(path: str | os.PathLike, data: bytes, fsync: bool = False) -> None:
-    """Replace `path` with `data` in one step."""
+def write_atomic(path: str | os.PathLike, data: bytes, fsync: bool = False,
+                 mode: int = 0o644) -> None:
+    """Replace `path` with `data` in one step (`mode`: e.g. a config's 0o600, kept)."""
     with replacing(path, fsync) as tmp:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         try:
             view = memoryview(data)
             while view:

@@ -432,6 +432,7 @@ def fit_head(x: np.ndarray, y: np.ndarray, k: int, l2: float = 1e-3, steps: int 
 class Report:
     confusion: np.ndarray  # [true, predicted] counts over held-out images
     method: str
+    predicted: np.ndarray | None = None  # per photo: its held-out prediction (-1: not held out)
 
     @property
     def accuracy(self) -> float:
@@ -465,6 +466,7 @@ def folds_for(y: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, str]:
 
 def validate(x_orig, y_orig, x_aug, y_aug, src_aug, k: int, progress: Progress) -> Report:
     cm = np.zeros((k, k), np.int64)
+    predicted = np.full(len(y_orig), -1, np.int64)
     if np.bincount(y_orig, minlength=k).min() < 2:
         return Report(cm, "none: a class has a single photo, nothing to hold out")
     fold, method = folds_for(y_orig, k)
@@ -477,7 +479,8 @@ def validate(x_orig, y_orig, x_aug, y_aug, src_aug, k: int, progress: Progress) 
         head = fit_head(xt, yt, k, progress=progress)
         pred = head.logits(x_orig[test]).argmax(axis=1)
         np.add.at(cm, (y_orig[test], pred), 1)
-    return Report(cm, method)
+        predicted[test] = pred
+    return Report(cm, method, predicted)
 
 
 def advice(counts: dict[str, int], report: Report) -> list[str]:
@@ -643,6 +646,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", metavar="PNG", help="also draw the confusion matrix (matplotlib)")
     p.add_argument("--keep-base-classes", action="store_true",
                    help="the base model's classes plus the new ones")
+    p.add_argument("--report", metavar="JSON", help="also write the validation report as JSON "
+                   "(per-class precision/recall, confusion matrix, advice, the photos it got "
+                   "wrong)")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -665,7 +671,41 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train(data, emb, out, plot=Path(args.plot) if args.plot else None,
                    keep_base=args.keep_base_classes)
     print(result["summary"])
+    if args.report:
+        write_report(Path(args.report), data, result)
     return 0
+
+
+def report_dict(data: Dataset, result: dict) -> dict:
+    """The validation report for scripts and the web page's Teach view: per class its images,
+    precision, recall and advice; the confusion matrix; each held-out photo predicted wrong
+    (path relative to the dataset, true and predicted class)."""
+    report: Report = result["report"]
+    counts = data.counts()
+    lines = advice(counts, report)
+    nan = lambda v: None if math.isnan(v) else round(v, 4)  # noqa: E731
+    classes = []
+    for name, (p, r) in zip(data.classes, report.precision_recall(), strict=True):
+        tip = next((ln for ln in lines if ln.startswith(f"{name}: ")), None)
+        classes.append({"name": name, "images": counts[name], "precision": nan(p),
+                        "recall": nan(r), "enough": tip is None, "advice": tip})
+    wrong = []
+    if report.predicted is not None:
+        for im, pred in zip(data.images, report.predicted, strict=True):
+            if pred >= 0 and pred != im.label:
+                wrong.append({"path": im.path.relative_to(data.root).as_posix(),
+                              "true": data.classes[im.label], "predicted": data.classes[pred]})
+    return {"classes": classes, "method": report.method, "accuracy": nan(report.accuracy),
+            "confusion": report.confusion.tolist(), "wrong": wrong,
+            "checks": result["checks"], "summary": result["summary"],
+            "record": result["record"], "seconds": round(result["seconds"], 2)}
+
+
+def write_report(path: Path, data: Dataset, result: dict) -> None:
+    try:
+        write_atomic(path, (json.dumps(report_dict(data, result), indent=1) + "\n").encode())
+    except OSError as e:
+        raise EdgeError(f"{path}: cannot write the report ({e.strerror or e})") from None
 
 
 def train(data: Dataset, emb: Embedder, out: Path, plot: Path | None = None,

@@ -2,7 +2,8 @@
 
 Standard-library HTTP plus prometheus-client's text format: nothing to build and nothing from
 a CDN, so the page works on an offline device. Handlers only read what the pipeline shares
-(stats, the latest frame, results and events); no endpoint changes anything. The preview is
+(stats, the latest frame, results and events); only the Teach API (edge.teach: POST, same
+origin, its own header) changes files and sets the reload event. The preview is
 JPEG-encoded in the handler threads, only while someone watches, at most `preview_fps` times a
 second however many viewers there are, from a frame reference taken under the lock and encoded
 outside it: the frame loop never waits for a viewer. Any bind address other than loopback
@@ -462,13 +463,33 @@ class Metrics:
 # ------------------------------------------------------------------ HTTP
 
 
-def page_html() -> str:
+def page_html(page: str = "index.html", script: str = "app.js") -> str:
     """index.html with the stylesheet and script inlined: one request, nothing external."""
     files = resources.files("edge") / "web_static"
-    html = (files / "index.html").read_text(encoding="utf-8")
+    html = (files / page).read_text(encoding="utf-8")
     return html.replace("/*STYLE*/", (files / "style.css").read_text(encoding="utf-8")).replace(
-        "/*SCRIPT*/", (files / "app.js").read_text(encoding="utf-8")
+        "/*SCRIPT*/", (files / script).read_text(encoding="utf-8")
     )
+
+
+TEACH_HEADER = "X-Edge-Teach"  # the Teach page sets it; a form or another site cannot
+MAX_BODY = 64 * 1024
+
+
+def cross_origin(headers) -> str | None:
+    """Why a state-changing request is not from this page's own origin, or None. A browser
+    sends Origin on every POST (and Sec-Fetch-Site): it must name the Host asked for."""
+    site = headers.get("Sec-Fetch-Site")
+    if site is not None and site not in ("same-origin", "none"):
+        return f"Sec-Fetch-Site {site[:30]!r}"
+    origin = headers.get("Origin")
+    if origin is None:
+        return None  # curl and scripts; the custom header is still required
+    o = urlsplit(origin)
+    host = (headers.get("Host") or "").lower()
+    if o.scheme not in ("http", "https") or not host or o.netloc.lower() != host:
+        return f"Origin {origin[:100]!r} is not this page ({host[:100]!r})"
+    return None
 
 
 SECURITY_HEADERS = {
@@ -504,8 +525,10 @@ aria-label="token" required autofocus><button type="submit">Open</button></form>
 class App:
     """What the handlers share: the pipeline, the access rules, the preview and the registry."""
 
-    def __init__(self, pipe, access: Access, preview_fps: float) -> None:
+    def __init__(self, pipe, access: Access, preview_fps: float, teach=None) -> None:
         self.pipe, self.access = pipe, access
+        self.teach = teach  # edge.teach.Teach, or None (then /api/teach is 404)
+        self.teach_page = page_html("teach.html", "teach.js").encode()
         self.preview = Preview(pipe, preview_fps)
         self.system = pipe.stats.system
         self.page = page_html().encode()
@@ -549,24 +572,76 @@ class Handler(GatedHandler, BaseHTTPRequestHandler):
         self._text(401, "unauthorized: send Authorization: Bearer <web.token> or ?token=", extra)
 
     def _refuse(self) -> None:
-        self._text(405, "read-only: no endpoint changes state", {"Allow": "GET"})
+        self._text(405, "method not allowed: only /api/teach/... takes POST (docs/web.md); "
+                   "everything else is GET", {"Allow": "GET"})
 
-    do_POST = do_PUT = do_DELETE = do_PATCH = _refuse
+    do_PUT = do_DELETE = do_PATCH = _refuse
 
-    def do_GET(self) -> None:
-        url = urlsplit(self.path)
-        query = parse_qs(url.query)
+    def _admitted(self, url, query) -> bool:
+        """The Host and token checks every request passes first."""
         app = self.app
         if not host_ok(app.access, self.headers.get("Host")):
             host = (self.headers.get("Host") or "")[:100]
             self._text(421, f"misdirected request: Host {host!r} is not a name of this page "
                        "(add it to web.hosts in the config)")
-            return
+            return False
         if not token_ok(app.access.token, self.headers.get("Authorization"), query.get("token")):
             self._unauthorized(url.path, "token" in query)
+            return False
+        return True
+
+    def do_POST(self) -> None:
+        """Only the Teach API changes state: same origin, its header, a small JSON body."""
+        url = urlsplit(self.path)
+        query = parse_qs(url.query)
+        if not self._admitted(url, query):
+            return
+        why = cross_origin(self.headers)
+        if why is not None:  # before routing: no cross-origin POST reaches any handler
+            self._json({"error": f"forbidden: cross-origin request ({why})"}, 403)
+            return
+        if not (url.path == "/api/teach" or url.path.startswith("/api/teach/")):
+            self._refuse()
+            return
+        if self.headers.get(TEACH_HEADER) != "1":
+            self._json({"error": f"forbidden: state-changing requests need the header "
+                        f"{TEACH_HEADER}: 1 (the Teach page sets it)"}, 403)
+            return
+        if not (self.headers.get("Content-Type") or "").startswith("application/json"):
+            self._json({"error": "the body must be JSON (Content-Type: application/json)"}, 415)
+            return
+        try:
+            length = int(self.headers.get("Content-Length") or "")
+        except ValueError:
+            self._json({"error": "Content-Length required"}, 411)
+            return
+        if not 0 <= length <= MAX_BODY:
+            self._json({"error": f"body larger than {MAX_BODY} bytes"}, 413)
+            return
+        try:
+            body = self.rfile.read(length)
+            self._teach("POST", url.path, query, body)
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            pass
+
+    def _teach(self, method: str, path: str, query: dict, body: bytes | None) -> None:
+        teach = self.app.teach
+        if teach is None:
+            self._json({"error": "teach is not available here"}, 404)
+            return
+        r = teach.handle(method, path, query, body)
+        self._send(r.code, r.body, r.ctype)
+
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        query = parse_qs(url.query)
+        if not self._admitted(url, query):
             return
         path = url.path
         try:
+            if path == "/api/teach" or path.startswith("/api/teach/"):
+                self._teach("GET", path, query, None)
+                return
             if path.startswith("/snapshots/"):
                 self._snapshot_file(path[len("/snapshots/"):])
                 return
@@ -581,6 +656,10 @@ class Handler(GatedHandler, BaseHTTPRequestHandler):
     # -------------------------------------------------------- endpoints
     def page(self, query) -> None:
         self._send(200, self.app.page, "text/html; charset=utf-8",
+                   {"Content-Security-Policy": CSP})
+
+    def teach_page(self, query) -> None:
+        self._send(200, self.app.teach_page, "text/html; charset=utf-8",
                    {"Content-Security-Policy": CSP})
 
     def api_status(self, query) -> None:
@@ -654,6 +733,7 @@ class Handler(GatedHandler, BaseHTTPRequestHandler):
 ROUTES = {
     "/": Handler.page,
     "/index.html": Handler.page,
+    "/teach": Handler.teach_page,
     "/api/status": Handler.api_status,
     "/api/events": Handler.api_events,
     "/api/config": Handler.api_config,
@@ -667,9 +747,9 @@ ROUTES = {
 class WebServer:
     """The HTTP server thread; `stop()` ends it and every open preview stream."""
 
-    def __init__(self, web_cfg, pipe) -> None:
+    def __init__(self, web_cfg, pipe, teach=None) -> None:
         self.access = access_from_config(web_cfg)
-        self.app = App(pipe, self.access, web_cfg.preview_fps)
+        self.app = App(pipe, self.access, web_cfg.preview_fps, teach)
         handler = type("BoundHandler", (Handler,), {"app": self.app})
         server = GatedHTTPServer  # bounded threads, request heads collected without a thread
         if ":" in self.access.host:
@@ -695,19 +775,21 @@ class WebServer:
 
     def stop(self) -> None:
         self.app.stopping.set()
+        if self.app.teach is not None:
+            self.app.teach.stop()  # a training child does not outlive the service
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join(2)
 
 
-def start_web(web_cfg, pipe) -> WebServer | None:
+def start_web(web_cfg, pipe, teach=None) -> WebServer | None:
     """Start the page, API, /metrics and /healthz; EdgeError for an unsafe bind.
 
     A port that is taken only costs the page, not the camera: classification is the job, so
     that is a warning (and None) rather than a reason to stop.
     """
     try:
-        return WebServer(web_cfg, pipe).start()
+        return WebServer(web_cfg, pipe, teach).start()
     except OSError as e:
         log.warning("web: cannot listen on %s (%s): running without the web page; set "
                     "web.bind to a free port, or web.enabled: false", web_cfg.bind,

@@ -564,7 +564,7 @@ async function pollStatus() {
   setTimeout(pollStatus, retryMs());
 }
 
-for (const a of document.querySelectorAll("footer a")) a.href = withToken(a.dataset.href);
+for (const a of document.querySelectorAll("a[data-href]")) a.href = withToken(a.dataset.href);
 for (const id of ["filter-label", "filter-roi"]) $(id).addEventListener("change", renderVisits);
 // The stream never finishes loading: start it after the load event so the page counts as loaded.
 if (document.readyState === "complete") startPreview();
