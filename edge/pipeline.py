@@ -82,6 +82,7 @@ class RegionView:
     model: str = ""  # the name of the model that classifies it
     rate: str = "every frame"  # how often it runs, for people
     every_s: float | None = None  # the same as a period; None: every frame
+    model_digest: str = ""  # sha256 of its model's file (a deploy waits for it)
 
 
 @dataclass(frozen=True)
@@ -261,7 +262,8 @@ class Pipeline:
             model=self.model.info,
             labels=self.model.labels,
             regions=tuple(RegionView(r.name, r.box, r.chain.watched(), r.chain.levels_of,
-                                     r.model_name, r.rate.text(), r.rate.period or None)
+                                     r.model_name, r.rate.text(), r.rate.period or None,
+                                     (r.model or self.model).digest)
                           for r in self.regions),
             served_dirs=outbox.served_dirs() if outbox else (),
             sink_stats=outbox.sink_stats if outbox else dict,

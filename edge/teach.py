@@ -409,7 +409,7 @@ class Teach:
             "config_path": self.setup.config_path,
             "model_dir": str(self.setup.model_dir),
             "model": self.pipe.view.model.get("model"),
-            "per_region_models": per_region_models(),
+            "per_region_models": True,  # a deploy may set one region's model
             "deploy_possible": self._deploy_blocker() is None,
             "deploy_blocker": self._deploy_blocker(),
             "rollback": rb and {"model": rb.get("previous_model"), "at": rb.get("at")},
@@ -725,10 +725,18 @@ class Teach:
         except (OSError, ValueError, TeachError):
             return None
 
-    def _wait_applied(self, digest: str, timeout: float = APPLY_TIMEOUT_S) -> bool:
+    def _running_digest(self, region: str | None) -> str | None:
+        """sha256 of the model the whole frame (region None) or a region runs now."""
+        view = self.pipe.view
+        if region is None:
+            return view.model.get("digest")
+        return next((r.model_digest for r in view.regions if r.name == region), None)
+
+    def _wait_applied(self, digest: str, region: str | None = None,
+                      timeout: float = APPLY_TIMEOUT_S) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.pipe.view.model.get("digest") == digest:
+            if self._running_digest(region) == digest:
                 return True
             if self.pipe.stop_event.is_set():
                 return False
@@ -739,10 +747,9 @@ class Teach:
         with self.lock:
             if (blocker := self._deploy_blocker()) is not None:
                 raise TeachError(409, blocker)
-            if body.get("region") not in (None, "") and not per_region_models():
-                raise TeachError(400, "per-region models are not in the config schema yet: "
-                                 "deploy sets model.path, which every region runs (leave "
-                                 "region empty)")
+            region = body.get("region") or None
+            if region is not None:
+                self.box(region)  # a region of the running config (404 otherwise)
             name = check_name(body.get("name"), "model")
             if self.job is not None and self.job.running:
                 raise TeachError(409, "a training is running: wait for it to finish")
@@ -754,7 +761,7 @@ class Teach:
             try:
                 old_cfg = cfg_path.read_bytes()
                 mode = stat.S_IMODE(cfg_path.stat().st_mode)
-                new_cfg = with_model_path(old_cfg.decode("utf-8"), name, str(cfg_path))
+                new_cfg = with_model_path(old_cfg.decode("utf-8"), name, str(cfg_path), region)
             except OSError as e:
                 raise TeachError(409, f"{cfg_path}: cannot read the config ({e.strerror})") \
                     from None
@@ -767,7 +774,8 @@ class Teach:
             rb.mkdir(exist_ok=True)
             meta = {"at": time.time(), "config_path": str(cfg_path), "mode": mode,
                     "model_path": str(target), "model_existed": target.is_file(),
-                    "previous_model": self.pipe.view.cfg.model.path, "name": name}
+                    "previous_model": self.pipe.view.cfg.model.path, "name": name,
+                    "region": region, "digest": hashlib.sha256(data).hexdigest()}
             try:
                 mdir.mkdir(parents=True, exist_ok=True)
                 write_atomic(rb / "config.yaml", old_cfg, fsync=True, mode=0o600)
@@ -782,14 +790,14 @@ class Teach:
                     from None
             digest = hashlib.sha256(data).hexdigest()
             self.pipe.reload_event.set()
-            if not self._wait_applied(digest):
+            if not self._wait_applied(digest, region):
                 self._restore(meta, rb)
                 raise TeachError(409, "the reload did not take the new model (see the log: "
                                  "`reload rejected`, e.g. a label the chain names that the new "
                                  "classes lack); the previous config and model were restored")
             self._save_state(name=name)
-            return {"deployed": name, "model_path": str(target), "config_path": str(cfg_path),
-                    "labels": self.pipe.view.labels}
+            return {"deployed": name, "region": region, "model_path": str(target),
+                    "config_path": str(cfg_path), "labels": self.pipe.view.labels}
 
     def _restore(self, meta: dict, rb: Path) -> None:
         cfg = Path(meta["config_path"])
@@ -811,10 +819,13 @@ class Teach:
             except OSError as e:
                 raise TeachError(500, f"cannot restore ({e.strerror or e})") from None
             deadline = time.monotonic() + APPLY_TIMEOUT_S
-            while time.monotonic() < deadline and \
-                    self.pipe.view.cfg.model.path != meta["previous_model"]:
+
+            def applied() -> bool:  # the deployed model no longer runs where it was put
+                return self._running_digest(meta.get("region")) != meta.get("digest")
+
+            while time.monotonic() < deadline and not applied():
                 time.sleep(0.1)
-            applied = self.pipe.view.cfg.model.path == meta["previous_model"]
+            applied = applied()
             shutil.rmtree(rb, ignore_errors=True)
             return {"rolled_back": True, "model": meta["previous_model"], "applied": applied}
 
@@ -875,11 +886,6 @@ ROUTES = {
 # ---------------------------------------------------------------- config and models
 
 
-def per_region_models() -> bool:
-    """Whether a region may name its own model in the config schema (not yet)."""
-    return "model" in configmod.RoiConfig.model_fields
-
-
 def is_custom(path: Path) -> bool:
     """A model `edge train` wrote (it carries its training record): not a base to train on."""
     try:
@@ -890,17 +896,26 @@ def is_custom(path: Path) -> bool:
         return False
 
 
-def with_model_path(text: str, name: str, where: str) -> str:
-    """The config text with `model.path: NAME`, checked as a config (the YAML is written
-    again: its comments are not kept; the previous file is kept for the rollback)."""
+def with_model_path(text: str, name: str, where: str, region: str | None = None) -> str:
+    """The config text with `model.path: NAME` (or, for a region, that region's `model:`),
+    checked as a config (the YAML is written again: its comments are not kept; the previous
+    file is kept for the rollback)."""
     _, data = compose_and_load(text, where)
     data = data or {}
     if not isinstance(data, dict):
         raise EdgeError(f"{where}: the top level is not a mapping")
-    model = data.get("model") or {}
-    if not isinstance(model, dict):
-        raise EdgeError(f"{where}: model: is not a mapping")
-    data["model"] = {**model, "path": name}
+    if region is not None:
+        rois = data.get("rois") or []
+        roi = next((r for r in rois if isinstance(r, dict) and r.get("name") == region), None)
+        if roi is None:
+            raise EdgeError(f"{where}: no region {region!r} under rois:")
+        own = roi.get("model")
+        roi["model"] = {**own, "path": name} if isinstance(own, dict) else name
+    else:
+        model = data.get("model") or {}
+        if not isinstance(model, dict):
+            raise EdgeError(f"{where}: model: is not a mapping")
+        data["model"] = {**model, "path": name}
     out = ("# written by the web page's Teach view (Deploy); the previous file is kept for "
            "Rollback\n" + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
     configmod.parse(out, where)  # a file the next start would refuse is never written

@@ -177,7 +177,7 @@ def test_bad_input_is_a_clear_4xx_and_changes_nothing(edge):
         ("/train", {"region": "nope"}, H, 409, "two classes"),
         ("/deploy", {"name": "x"}, H, 409, "train first"),
         ("/deploy", {"name": "../x"}, H, 400, "model name"),
-        ("/deploy", {"name": "x", "region": "flap"}, H, 400, "per-region models"),
+        ("/deploy", {"name": "x", "region": "flap"}, H, 404, "no region 'flap'"),
         ("/rollback", {}, H, 409, "nothing to roll back"),
         ("/class", b"{not json", H, 400, "not JSON"),
         ("/class", {"name": "gamma"}, {"Content-Type": "application/json"}, 403, "X-Edge-Teach"),

@@ -402,7 +402,8 @@ function renderDeploy(trained) {
   $("rollback").disabled = !(can && o.rollback);
   const note = !can ? o.deploy_blocker :
     o.rollback ? `rollback restores ${o.rollback.model}` :
-    "deploy writes the model into the model directory and sets model.path (every region runs it)";
+    st.region ? `deploy writes the model into the model directory and sets region ${st.region}'s model` :
+    "deploy writes the model into the model directory and sets model.path (the whole frame)";
   if (!$("deploy-state").dataset.sticky) $("deploy-state").textContent = note;
 }
 
@@ -411,7 +412,7 @@ async function deploy() {
   $("deploy").disabled = true;
   $("deploy-state").textContent = "deploying…";
   try {
-    const r = await api(withToken("api/teach/deploy"), { name });
+    const r = await api(withToken("api/teach/deploy"), { name, region: st.region });
     $("deploy-state").textContent = `deployed ${r.deployed}: now running, labels ${r.labels.join(", ")}`;
     $("deploy-state").dataset.sticky = "1";
   } catch (e) {
