@@ -107,10 +107,13 @@ class ModelConfig(Strict):
         description="interpreter threads; auto times 1..min(4, cores) once and caches the "
         "fastest per model and CPU",
     )
-    resize: Literal["linear", "area", "crop"] = Field(
-        "linear",
-        description="linear: bilinear resize of the whole frame (bit-identical on x86 and ARM); "
-        "area: area averaging; crop: centre crop to the model's aspect, then linear",
+    resize: Literal["box", "linear", "area", "crop"] = Field(
+        "box",
+        description="box: average whole blocks of pixels (the largest factor per axis that "
+        "keeps the model's size), then bilinear: anti-aliased and bit-identical on x86 and ARM; "
+        "linear: bilinear only (aliases when shrinking 2x or more; bit-identical); "
+        "area: area averaging (not bit-identical on ARM); crop: centre crop to the model's "
+        "aspect, then linear",
     )
     xnnpack: bool = Field(True, description="use the XNNPACK delegate (fast int8 kernels)")
     coverage: Literal["area", "largest_blob"] = Field(
