@@ -21,7 +21,7 @@ import sys
 from typing import Any
 
 from edge import config as configmod
-from edge import service
+from edge import service, tuning
 from edge.capture.spec import apply_source, open_source
 from edge.demo import demo_clip
 from edge.errors import EdgeError
@@ -157,6 +157,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         require(model.task, "run", model.path)
         configmod.check_labels(cfg, model.labels, path or "<defaults>")
         start_checks(cfg)
+        bounded = bool(args.max_frames or args.duration)  # an evaluation: no tuning run
+        model = tuning.for_pipeline(cfg, model, args.no_drop, measure_now=not bounded)
         log.info("%s", model_line(model))
         hooks = service.ServiceHooks(service.Notifier.from_env(), cfg.service.status_every_s)
         printer = Printer(args.json)

@@ -33,6 +33,7 @@ from edge.capture.spec import open_source
 from edge.errors import EdgeError
 from edge.events import Event, Result
 from edge.model import Model, load_configured, usable_cores
+from edge.motion import gate_for
 from edge.postprocess.chain import Chain
 from edge.preprocess import Box, InputPlan
 from edge.segment import attach_boxes, segment_frame
@@ -179,6 +180,7 @@ class Pipeline:
         self.reload_event = threading.Event()
         self.regions = make_regions(cfg, model.labels, model.name)
         self.plan = input_plan(model, self.regions)
+        self.motion = gate_for(cfg.inference)  # None: every frame classified
         self.slot = LatestFrame(self.stats, no_drop=no_drop)
         self.capture: CaptureThread | None = None
         self.outbox: Outbox | None = None
@@ -287,6 +289,8 @@ class Pipeline:
         for r in swap.regions:
             if r.name in old:
                 r.chain.carry_over(old[r.name])
+        if swap.cfg.inference != self.cfg.inference:
+            self.motion = gate_for(swap.cfg.inference)
         self.cfg, self.model, self.regions = swap.cfg, swap.model, swap.regions
         self.plan = swap.plan
         if self.capture is not None:
@@ -394,6 +398,9 @@ class Pipeline:
                     break  # a finite source ended
                 self._housekeeping()
                 continue
+            if self.motion is not None and not self.motion.wants(frame.rgb, frame.mono):
+                self._skipped(frame)  # unchanged: no invoke, no result (edge.motion)
+                continue
             next_due = max(next_due + min_period, time.monotonic()) if min_period else 0.0
             per_region, invoke_ms = self.classify(frame)
             results = [r for r, _ in per_region]
@@ -415,6 +422,14 @@ class Pipeline:
             if max_frames and done >= max_frames:
                 break
             self._housekeeping()
+
+    def _skipped(self, frame: Frame) -> None:
+        """A frame the motion gate skipped: counted, shown on the page, the watchdog fed."""
+        self.stats.frame_skipped()
+        self.live.update(frame, [], [])
+        if self.hooks:
+            self.hooks.on_frame_classified(self.status_text)
+        self._housekeeping()
 
     def _housekeeping(self) -> None:
         """Once a second at most: the stats log line, the config file watch, and STATUS= while

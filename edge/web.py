@@ -354,6 +354,7 @@ class Metrics:
             ("frames_captured", "frames read from the source"),
             ("frames_classified", "frames classified"),
             ("frames_dropped", "frames replaced by a newer one before being classified"),
+            ("frames_skipped", "unchanged frames the motion gate did not classify"),
         ):
             yield CounterMetricFamily(f"edge_{key}", doc, value=s[key])
         yield CounterMetricFamily("edge_source_reconnects", "source reconnects",
