@@ -51,6 +51,7 @@ def row(name, frames, wall, cpu, lat_ms):
     lat = np.asarray(lat_ms) if len(lat_ms) else np.asarray([np.nan])
     return {
         "loop": name,
+        "cpu_pct": cpu / wall * 100,
         "fps": frames / wall,
         "cpu_ms_per_frame": cpu / frames * 1000,
         "lat_p50": float(np.percentile(lat, 50)),
@@ -192,9 +193,21 @@ def auto_choice(clip, model_path, camera: bool, seconds: float) -> int:
     return best.threads
 
 
+def static_clip(path: Path, frames: int = 300) -> Path:
+    """A fixed camera on an empty scene: one photo, fresh sensor noise and JPEG each frame."""
+    img = cv2.resize(cv2.imread(str(IMAGES / "sunflower.bmp")), (640, 480))
+    rng = np.random.default_rng(0)
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30, (640, 480))
+    for _ in range(frames):
+        w.write(np.clip(img + rng.normal(0, 3, img.shape), 0, 255).astype(np.uint8))
+    w.release()
+    return path
+
+
 def auto_section(args, clip) -> None:
     """Issue 17's "must show": auto against every explicit thread count, one run."""
     counts = tuning.candidates(usable_cores(), True)
+    still = static_clip(clip.with_name("static.avi"))
     auto_fast = auto_choice(clip, args.model, camera=False, seconds=1.0)
     auto_cam = auto_choice(clip, args.model, camera=True, seconds=1.0)
     models = {n: load_model(args.model, threads=n) for n in counts}
@@ -210,7 +223,12 @@ def auto_section(args, clip) -> None:
                           name=f"edge run, 30 fps camera, {n} threads")]
         rows += [edge(models[auto_fast], clip, args.seconds, name="edge run, threads auto"),
                  edge(models[auto_cam], clip, args.seconds, camera=True,
-                      name="edge run, 30 fps camera, threads auto")]
+                      name="edge run, 30 fps camera, threads auto"),
+                 edge(models[auto_cam], still, args.seconds, camera=True,
+                      name="static scene, 30 fps camera, motion gate off"),
+                 edge(models[auto_cam], still, args.seconds, camera=True,
+                      name="static scene, 30 fps camera, motion gate 0.02",
+                      extra="inference: {motion_threshold: 0.02}\n")]
         for r in rows:
             pooled.setdefault(r["loop"], []).extend(r.pop("lat_all"))
         rounds.append({r["loop"]: r for r in rows})
@@ -243,6 +261,14 @@ def auto_section(args, clip) -> None:
           + " (<= 1.15)")
     print("- 30 fps camera: latency p99 / invoke p50 "
           + per_round(lambda rd: rd[cam]["lat_p99"] / rd[bare_cam]["lat_p50"]) + " (<= 2)",
+          flush=True)
+    off, on = ("static scene, 30 fps camera, motion gate off",
+               "static scene, 30 fps camera, motion gate 0.02")
+    print("- static scene at 30 fps, process CPU in % of one core: gate off "
+          + per_round(lambda rd: rd[off]["cpu_pct"]) + ", gate on "
+          + per_round(lambda rd: rd[on]["cpu_pct"]) + "; on / off "
+          + per_round(lambda rd: rd[on]["cpu_pct"] / rd[off]["cpu_pct"])
+          + f"; frames skipped with the gate, per round: {[rd[on]['skipped'] for rd in rounds]}",
           flush=True)
 
 

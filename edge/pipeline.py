@@ -32,6 +32,7 @@ from edge.capture.runner import CaptureThread, LatestFrame
 from edge.capture.spec import open_source
 from edge.errors import EdgeError
 from edge.events import Event, Result
+from edge.fullres import FullDemand, config_needs_full
 from edge.model import Model, load_configured, usable_cores
 from edge.motion import gate_for
 from edge.postprocess.chain import Chain
@@ -181,6 +182,7 @@ class Pipeline:
         self.regions = make_regions(cfg, model.labels, model.name)
         self.plan = input_plan(model, self.regions)
         self.motion = gate_for(cfg.inference)  # None: every frame classified
+        self.full_demand = FullDemand(config_needs_full(cfg))  # the Pi camera's main stream
         self.slot = LatestFrame(self.stats, no_drop=no_drop)
         self.capture: CaptureThread | None = None
         self.outbox: Outbox | None = None
@@ -194,8 +196,8 @@ class Pipeline:
         src_cfg = self.cfg.source
         size = self.model.input_size
         open_source(src_cfg, size)  # settings that can never work fail now, not in a retry loop
-        self.capture = CaptureThread(lambda: open_source(src_cfg, size), self.slot, self.stats,
-                                     src_cfg)
+        self.capture = CaptureThread(lambda: open_source(src_cfg, size, self.full_demand),
+                                     self.slot, self.stats, src_cfg)
         self._tune_capture()
         self.capture.start()
 
@@ -292,6 +294,7 @@ class Pipeline:
         if swap.cfg.inference != self.cfg.inference:
             self.motion = gate_for(swap.cfg.inference)
         self.cfg, self.model, self.regions = swap.cfg, swap.model, swap.regions
+        self.full_demand.by_config = config_needs_full(swap.cfg)
         self.plan = swap.plan
         if self.capture is not None:
             self._tune_capture()

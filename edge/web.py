@@ -618,6 +618,7 @@ class Handler(GatedHandler, BaseHTTPRequestHandler):
                 self._text(503, f"too many preview viewers (max {MAX_VIEWERS})")
                 return
             app.viewers += 1
+            app.pipe.full_demand.viewers = app.viewers  # the preview wants full frames
         try:
             self.connection.settimeout(10)  # a stalled viewer frees its thread
             self.send_response(200)
@@ -641,6 +642,7 @@ class Handler(GatedHandler, BaseHTTPRequestHandler):
         finally:
             with app.viewers_lock:
                 app.viewers -= 1
+                app.pipe.full_demand.viewers = app.viewers
 
 
 ROUTES = {
