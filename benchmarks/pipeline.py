@@ -1,6 +1,7 @@
 """Pipeline throughput: bare invoke vs the sequential loop of the public Pi examples vs edge.
 
     python benchmarks/pipeline.py [--rounds 5] [--seconds 2] [--threads 1,2] [--model PATH]
+    python benchmarks/pipeline.py --auto [--rounds 4]   # issue 17's "must show", one run
 
 One run, same model and threads for each row: a 640x480 MJPG clip is made from the asset
 photos, then measured these ways:
@@ -12,6 +13,11 @@ photos, then measured these ways:
               so every decoded frame is classified, as fast as frames decode)
   edge, 30 fps camera   the same fed at the clip's 30 fps like a camera (drop mode): the
               latency a live camera sees
+With --auto: `threads: auto` as `edge run` decides it (edge.tuning: the real pipeline timed
+per candidate, unpaced for the no-drop rows and paced for the camera rows), against every
+explicit thread count, in one run: edge vs the best explicit edge and the best sequential
+loop; at 30 fps, edge's CPU per frame against bare invoke CPU + edge's own decode and resize
+CPU (`decode + resize`: OpenCVSource.grab/retrieve and the model's input, one thread); latency.
 The rows take turns, `--rounds` times: a shared machine's speed drifts by +-10 % over a
 minute, so each ratio is taken within a round and the median over rounds is printed with
 its range. CPU-s per frame is process CPU time (all threads) over frames classified.
@@ -34,9 +40,10 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 from _assets import DEFAULT_MODEL, IMAGES  # noqa: E402
 
-from edge import config  # noqa: E402
+from edge import config, tuning  # noqa: E402
+from edge.capture.opencv import OpenCVSource  # noqa: E402
 from edge.demo import make_clip  # noqa: E402
-from edge.model import load_model  # noqa: E402
+from edge.model import load_model, usable_cores  # noqa: E402
 from edge.pipeline import Pipeline  # noqa: E402
 
 
@@ -44,6 +51,7 @@ def row(name, frames, wall, cpu, lat_ms):
     lat = np.asarray(lat_ms) if len(lat_ms) else np.asarray([np.nan])
     return {
         "loop": name,
+        "cpu_pct": cpu / wall * 100,
         "fps": frames / wall,
         "cpu_ms_per_frame": cpu / frames * 1000,
         "lat_p50": float(np.percentile(lat, 50)),
@@ -110,19 +118,47 @@ def bare_beside_decoder(model, seconds):
     return r
 
 
-def edge(model, clip, seconds, camera: bool = False):
-    """`edge run` as fast as frames decode (no-drop), or fed like a 30 fps camera."""
-    cfg = config.parse("web: {enabled: false}\nservice: {stats_every_s: 0}\noutputs: []\n")
+def edge_cfg(clip, camera: bool, extra: str = ""):
+    cfg = config.parse("web: {enabled: false}\nservice: {stats_every_s: 0}\noutputs: []\n"
+                       + extra)
     src = cfg.source.model_copy(
         update={"kind": "opencv", "device": str(clip), "loop": True, "realtime": camera}
     )
-    cfg = cfg.model_copy(update={"source": src})
-    pipe = Pipeline(cfg, model, no_drop=not camera)
+    return cfg.model_copy(update={"source": src})
+
+
+def edge(model, clip, seconds, camera: bool = False, name: str | None = None, extra: str = ""):
+    """`edge run` as fast as frames decode (no-drop), or fed like a 30 fps camera."""
+    pipe = Pipeline(edge_cfg(clip, camera, extra), model, no_drop=not camera)
     c0, t0 = time.process_time(), time.perf_counter()
     pipe.run(duration=seconds)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    name = "edge run, 30 fps camera" if camera else "edge run"
-    return row(name, pipe.stats.classified, wall, cpu, list(pipe.stats.latency_ms))
+    name = name or ("edge run, 30 fps camera" if camera else "edge run")
+    r = row(name, pipe.stats.classified, wall, cpu, list(pipe.stats.latency_ms))
+    r["skipped"] = pipe.stats.summary().get("frames_skipped", 0)
+    return r
+
+
+def decode_resize(model, clip, seconds):
+    """Edge's own per-frame capture work in one thread: MJPG packet -> RGB -> tensor."""
+    src = OpenCVSource(edge_cfg(clip, False).source)
+    src.open()
+    n, lat = 0, []
+    c0, t0 = time.process_time(), time.perf_counter()
+    try:
+        while time.perf_counter() - t0 < seconds:
+            s = time.perf_counter()
+            if not src.grab():
+                src.close()
+                src.open()
+                continue
+            rgb, _ = src.retrieve()
+            model.input(rgb)
+            n += 1
+            lat.append((time.perf_counter() - s) * 1000)
+    finally:
+        src.close()
+    return row("decode + resize", n, time.perf_counter() - t0, time.process_time() - c0, lat)
 
 
 def median_rows(rounds: list[list[dict]], pooled: dict[str, list]) -> list[dict]:
@@ -144,18 +180,115 @@ def ratio(values: list[float]) -> str:
     return f"{np.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
 
 
+def auto_choice(clip, model_path, camera: bool, seconds: float) -> int:
+    """What `threads: auto` picks for this clip (unpaced, or paced like a camera), measured
+    now the way `edge run` measures it on first use (edge.tuning)."""
+    cfg = edge_cfg(clip, camera)
+    cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": model_path})})
+    model = load_model(model_path, threads=1)
+    best, trials = tuning.measure(tuning.pipeline_runner(no_drop=not camera), cfg, model,
+                                  no_drop=not camera, seconds=seconds)
+    print(f"\nthreads auto, {'30 fps camera' if camera else 'no-drop'}: {best.threads}\n"
+          + tuning.table(trials, best), flush=True)
+    return best.threads
+
+
+def static_clip(path: Path, frames: int = 300) -> Path:
+    """A fixed camera on an empty scene: one photo, fresh sensor noise and JPEG each frame."""
+    img = cv2.resize(cv2.imread(str(IMAGES / "sunflower.bmp")), (640, 480))
+    rng = np.random.default_rng(0)
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30, (640, 480))
+    for _ in range(frames):
+        w.write(np.clip(img + rng.normal(0, 3, img.shape), 0, 255).astype(np.uint8))
+    w.release()
+    return path
+
+
+def auto_section(args, clip) -> None:
+    """Issue 17's "must show": auto against every explicit thread count, one run."""
+    counts = tuning.candidates(usable_cores(), True)
+    still = static_clip(clip.with_name("static.avi"))
+    auto_fast = auto_choice(clip, args.model, camera=False, seconds=1.0)
+    auto_cam = auto_choice(clip, args.model, camera=True, seconds=1.0)
+    models = {n: load_model(args.model, threads=n) for n in counts}
+    rounds, pooled = [], {}
+    for k in range(args.rounds):
+        rows = [decode_resize(models[1], clip, args.seconds)]
+        for n in counts:
+            rows += [dict(bare(models[n], args.seconds), loop=f"bare invoke, {n} threads"),
+                     dict(sequential(models[n], clip, args.seconds),
+                          loop=f"sequential, {n} threads"),
+                     edge(models[n], clip, args.seconds, name=f"edge run, {n} threads"),
+                     edge(models[n], clip, args.seconds, camera=True,
+                          name=f"edge run, 30 fps camera, {n} threads")]
+        rows += [edge(models[auto_fast], clip, args.seconds, name="edge run, threads auto"),
+                 edge(models[auto_cam], clip, args.seconds, camera=True,
+                      name="edge run, 30 fps camera, threads auto"),
+                 edge(models[auto_cam], still, args.seconds, camera=True,
+                      name="static scene, 30 fps camera, motion gate off"),
+                 edge(models[auto_cam], still, args.seconds, camera=True,
+                      name="static scene, 30 fps camera, motion gate 0.02",
+                      extra="inference: {motion_threshold: 0.02}\n")]
+        for r in rows:
+            pooled.setdefault(r["loop"], []).extend(r.pop("lat_all"))
+        rounds.append({r["loop"]: r for r in rows})
+        print(f"  round {k + 1}/{args.rounds}: " + ", ".join(
+            f"{r['loop']} {r['fps']:.1f}" for r in rows), flush=True)
+    names = list(rounds[0])
+    print(f"\n## threads auto (no-drop: {auto_fast}, 30 fps camera: {auto_cam}) against "
+          f"explicit {counts}")
+    print("| loop | fps | CPU ms/frame | latency p50 ms | latency p99 ms |")
+    print("|---|---|---|---|---|")
+    for r in median_rows([[rd[n] for n in names] for rd in rounds], pooled):
+        print(f"| {r['loop']} | {r['fps']:.1f} | {r['cpu_ms_per_frame']:.2f} "
+              f"| {r['lat_p50']:.2f} | {r['lat_p99']:.2f} |")
+
+    def per_round(f) -> str:
+        return ratio([f(rd) for rd in rounds])
+
+    best_edge = lambda rd: max(rd[f"edge run, {n} threads"]["fps"] for n in counts)  # noqa: E731
+    best_seq = lambda rd: max(rd[f"sequential, {n} threads"]["fps"] for n in counts)  # noqa: E731
+    auto, cam = "edge run, threads auto", "edge run, 30 fps camera, threads auto"
+    bare_cam = f"bare invoke, {auto_cam} threads"
+    print("\nmust show (issue 17), median of rounds (range):")
+    print(f"- auto / best explicit edge fps {per_round(lambda rd: rd[auto]['fps'] / best_edge(rd))}"
+          " (>= 0.95)")
+    print(f"- auto / best sequential fps {per_round(lambda rd: rd[auto]['fps'] / best_seq(rd))}"
+          " (>= 1.1)")
+    print("- 30 fps camera: CPU ms/frame / (bare invoke CPU + decode + resize CPU) "
+          + per_round(lambda rd: rd[cam]["cpu_ms_per_frame"] / (
+              rd[bare_cam]["cpu_ms_per_frame"] + rd["decode + resize"]["cpu_ms_per_frame"]))
+          + " (<= 1.15)")
+    print("- 30 fps camera: latency p99 / invoke p50 "
+          + per_round(lambda rd: rd[cam]["lat_p99"] / rd[bare_cam]["lat_p50"]) + " (<= 2)",
+          flush=True)
+    off, on = ("static scene, 30 fps camera, motion gate off",
+               "static scene, 30 fps camera, motion gate 0.02")
+    print("- static scene at 30 fps, process CPU in % of one core: gate off "
+          + per_round(lambda rd: rd[off]["cpu_pct"]) + ", gate on "
+          + per_round(lambda rd: rd[on]["cpu_pct"]) + "; on / off "
+          + per_round(lambda rd: rd[on]["cpu_pct"] / rd[off]["cpu_pct"])
+          + f"; frames skipped with the gate, per round: {[rd[on]['skipped'] for rd in rounds]}",
+          flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=str(DEFAULT_MODEL))
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=2.0, help="per row and round")
     ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--auto", action="store_true",
+                    help="threads auto against every explicit count (issue 17's targets)")
     args = ap.parse_args()
     clip = Path(tempfile.mkdtemp()) / "bench.avi"
     make_clip(clip, IMAGES, frames_per_image=50, size=(640, 480), pan=True)
     print(f"# {platform.machine()}, {os.cpu_count()} cores; clip 640x480 MJPG, 300 frames; "
           f"{Path(args.model).name}; {args.rounds} rounds of {args.seconds:g} s per row",
           flush=True)
+    if args.auto:
+        auto_section(args, clip)
+        return 0
     for n in [int(t) for t in args.threads.split(",")]:
         model = load_model(args.model, threads=n)
         rounds, pooled = [], {}

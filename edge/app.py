@@ -21,7 +21,7 @@ import sys
 from typing import Any
 
 from edge import config as configmod
-from edge import service
+from edge import service, tuning
 from edge.capture.spec import apply_source, open_source
 from edge.demo import demo_clip
 from edge.errors import EdgeError
@@ -160,8 +160,10 @@ def run_from_args(args: argparse.Namespace) -> int:
         model = load_configured(cfg.model)
         require(model.task, "run", model.path)
         configmod.check_labels(cfg, model.labels, path or "<defaults>")
+        start_checks(cfg)  # all that can be refused, before the seconds of tuning
+        bounded = bool(args.max_frames or args.duration)  # an evaluation: no tuning run
+        model = tuning.for_pipeline(cfg, model, args.no_drop, measure_now=not bounded)
         models = prepare_models(cfg, model)  # the regions' own models (edge.regions)
-        start_checks(cfg)
         for m in (model, *models.values()):
             log.info("%s", model_line(m))
         hooks = service.ServiceHooks(service.Notifier.from_env(), cfg.service.status_every_s)

@@ -146,6 +146,26 @@ def time_pipeline(model, clip: Path, seconds: float) -> dict[str, Any]:
     return {"pipeline_fps": round(frames / elapsed, 1), "frames": frames}
 
 
+def time_auto(model_path: str | Path, clip: Path, seconds: float, backend: str) -> dict[str, Any]:
+    """What `threads: auto` picks for `edge run --no-drop` on the clip, measured the way
+    `edge run` does on first use (edge.tuning), with the figures behind it."""
+    from dataclasses import asdict
+
+    from edge import config, tuning
+    from edge.model import load_model
+
+    cfg = config.parse("", "<bench>")
+    src = cfg.source.model_copy(
+        update={"kind": "opencv", "device": str(clip), "loop": True, "realtime": False})
+    cfg = cfg.model_copy(update={"source": src, "outputs": [], "model": cfg.model.model_copy(
+        update={"path": str(model_path), "backend": backend})})
+    model = load_model(model_path, backend=backend, threads=1)
+    best, trials = tuning.measure(tuning.pipeline_runner(no_drop=True), cfg, model,
+                                  no_drop=True, seconds=seconds)
+    return {"backend": backend, "threads": best.threads, "table": tuning.table(trials, best),
+            "trials": [asdict(t) for t in trials]}
+
+
 def _fill_input(model) -> None:
     """Feed a fixed pseudo-random image through the real preprocessing, once."""
     w, h = model.input_size
@@ -210,6 +230,10 @@ def run_bench(
         pipeline.append(p)
         say(f"pipeline on {Path(source).name}: {_label(*c)}: {p['pipeline_fps']:.1f} fps "
             f"(sequential {p['sequential_fps']:.1f})")
+    auto = None
+    if source is not None:
+        say(f"threads auto: the real pipeline per candidate on {Path(source).name}")
+        auto = time_auto(model_path, Path(source), seconds / 2, backends[0])
     models.clear()
     return {
         "schema": SCHEMA,
@@ -219,7 +243,8 @@ def run_bench(
         "rounds": rounds,
         "system": system_info(),
         "results": results,
-        "pipeline": {"source": str(source), "results": pipeline} if source is not None else None,
+        "pipeline": ({"source": str(source), "results": pipeline, "auto": auto}
+                     if source is not None else None),
     }
 
 
@@ -253,6 +278,10 @@ def format_bench(d: dict[str, Any]) -> str:
             lines.append(f"{r['backend']:<16} {r['threads']:>3} {r['pipeline_fps']:>12.1f} "
                          f"{r['sequential_fps']:>14.1f} {r['invoke_fps']:>10.1f} "
                          f"{r['decode_fps']:>10.1f}")
+        if p.get("auto"):
+            lines += ["", f"threads auto for this pipeline ({p['auto']['backend']}, "
+                      "the table `edge run` logs on first use): "
+                      f"{p['auto']['threads']}", p["auto"]["table"]]
     return "\n".join(lines)
 
 

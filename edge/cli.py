@@ -41,7 +41,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=["auto", "litert", "tflite-runtime", "tensorflow"],
                    help=f["backend"].description)
     p.add_argument("--threads", help="integer, or auto: " + f["threads"].description)
-    p.add_argument("--resize", choices=["linear", "area", "crop"], help=f["resize"].description)
+    p.add_argument("--resize", choices=["box", "linear", "area", "crop"],
+                   help=f["resize"].description)
     p.add_argument("--config", "-c", help="config file to take model settings from")
 
 

@@ -104,13 +104,18 @@ class ModelConfig(Strict):
     )
     threads: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = Field(
         "auto",
-        description="interpreter threads; auto times 1..min(4, cores) once and caches the "
-        "fastest per model and CPU",
+        description="interpreter threads; auto: on the first `edge run` with this model, CPU "
+        "and source, the real pipeline is timed per candidate for a few seconds (at a camera's "
+        "pace the fewest threads that keep up, else the fastest; edge.tuning) and cached; "
+        "elsewhere (edge classify, a bounded run) 1..min(4, cores) bare invokes are timed",
     )
-    resize: Literal["linear", "area", "crop"] = Field(
-        "linear",
-        description="linear: bilinear resize of the whole frame (bit-identical on x86 and ARM); "
-        "area: area averaging; crop: centre crop to the model's aspect, then linear",
+    resize: Literal["box", "linear", "area", "crop"] = Field(
+        "box",
+        description="box: average whole blocks of pixels (the largest factor per axis that "
+        "keeps the model's size), then bilinear: anti-aliased and bit-identical on x86 and ARM; "
+        "linear: bilinear only (aliases when shrinking 2x or more; bit-identical); "
+        "area: area averaging (not bit-identical on ARM); crop: centre crop to the model's "
+        "aspect, then linear",
     )
     xnnpack: bool = Field(True, description="use the XNNPACK delegate (fast int8 kernels)")
     coverage: Literal["area", "largest_blob"] = Field(
@@ -139,6 +144,23 @@ class InferenceConfig(Strict):
         description="cap on classifications per second (at least 0.001: one per 17 min); 0: as "
         f"fast as frames come for a classifier, {SEGMENTER_MAX_FPS:g} per second for a "
         "segmentation model (its invoke costs ~20x a classifier's; --no-drop runs uncapped)",
+    )
+
+    motion_threshold: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="motion gate: skip the invoke while the frame has not changed, i.e. the "
+        "mean absolute difference of a ~40x30 thumbnail against the last classified frame "
+        "stays below this share of full scale (0.01-0.03 suits a fixed camera); a skipped "
+        "frame gives no result and no event, and is counted; 0: off, every frame classified",
+    )
+    motion_max_skip_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="motion gate: classify at least one frame this often even when nothing "
+        "changes",
     )
 
     @field_validator("max_fps")

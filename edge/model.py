@@ -40,7 +40,7 @@ BACKENDS = {  # config name -> (module, human name), in `auto` order
     "tflite-runtime": ("tflite_runtime.interpreter", "tflite-runtime"),
     "tensorflow": ("tensorflow.lite", "tensorflow"),
 }
-RESIZE_MODES = ("linear", "area", "crop")
+RESIZE_MODES = ("box", "linear", "area", "crop")
 XNNPACK_WARNING = (
     "{backend} {version} left the quantized model off XNNPACK (0 delegate partitions): its "
     "default XNNPACK options do not enable 8-bit ops, so the reference kernels run it, about "
@@ -187,7 +187,7 @@ class Model:
     labels: list[str]
     metadata: Metadata
     digest: str
-    resize: str = "linear"
+    resize: str = "box"
     xnnpack: bool = True
     partitions: int | None = None
     interpreter: object = field(repr=False, default=None)
@@ -519,7 +519,7 @@ def load_model(
     labels: str | Path | None = None,
     backend: str = "auto",
     threads: int | str = "auto",
-    resize: str = "linear",
+    resize: str = "box",
     xnnpack: bool = True,
 ) -> Model:
     """Load, verify and warm up a model; raises ModelError with a one-line cause."""

@@ -32,7 +32,9 @@ from edge.capture.runner import CaptureThread, LatestFrame
 from edge.capture.spec import open_source
 from edge.errors import EdgeError
 from edge.events import Event, Result
+from edge.fullres import FullDemand, config_needs_full
 from edge.model import Model, load_configured, model_file_changed, model_line, usable_cores
+from edge.motion import gate_for
 from edge.postprocess.chain import Chain
 from edge.preprocess import Box, InputPlan
 from edge.regions import (
@@ -229,6 +231,8 @@ class Pipeline:
         self.regions = make_regions(cfg, model, self.models)
         self.plan = input_plan(model, self.regions, no_drop)
         self.tag_models = has_own_models(cfg)  # results then name their model
+        self.motion = gate_for(cfg.inference)  # None: every frame classified
+        self.full_demand = FullDemand(config_needs_full(cfg))  # the Pi camera's main stream
         self.slot = LatestFrame(self.stats, no_drop=no_drop)
         self.capture: CaptureThread | None = None
         self.outbox: Outbox | None = None
@@ -242,8 +246,8 @@ class Pipeline:
         src_cfg = self.cfg.source
         size = self.model.input_size
         open_source(src_cfg, size)  # settings that can never work fail now, not in a retry loop
-        self.capture = CaptureThread(lambda: open_source(src_cfg, size), self.slot, self.stats,
-                                     src_cfg)
+        self.capture = CaptureThread(lambda: open_source(src_cfg, size, self.full_demand),
+                                     self.slot, self.stats, src_cfg)
         self._tune_capture()
         self.capture.start()
 
@@ -350,8 +354,11 @@ class Pipeline:
                 r.rate.carry_over(was.rate)
                 if r.model_name == was.model_name:
                     r.active = was.active
+        if swap.cfg.inference != self.cfg.inference:
+            self.motion = gate_for(swap.cfg.inference)
         self.cfg, self.model, self.regions = swap.cfg, swap.model, swap.regions
         self.models, self.tag_models = swap.models, has_own_models(swap.cfg)
+        self.full_demand.by_config = config_needs_full(swap.cfg)
         self.plan = swap.plan
         if self.capture is not None:
             self._tune_capture()
@@ -485,6 +492,9 @@ class Pipeline:
                     break  # a finite source ended
                 self._housekeeping()
                 continue
+            if self.motion is not None and not self.motion.wants(frame.rgb, frame.mono):
+                self._skipped(frame)  # unchanged: no invoke, no result (edge.motion)
+                continue
             next_due = max(next_due + min_period, time.monotonic()) if min_period else 0.0
             per_region, invoke_ms = self.classify(frame)
             results = [r for r, _ in per_region]
@@ -507,6 +517,14 @@ class Pipeline:
             if max_frames and done >= max_frames:
                 break
             self._housekeeping()
+
+    def _skipped(self, frame: Frame) -> None:
+        """A frame the motion gate skipped: counted, shown on the page, the watchdog fed."""
+        self.stats.frame_skipped()
+        self.live.update(frame, [], [])
+        if self.hooks:
+            self.hooks.on_frame_classified(self.status_text)
+        self._housekeeping()
 
     def _housekeeping(self) -> None:
         """Once a second at most: the stats log line, the config file watch, and STATUS= while

@@ -52,6 +52,43 @@ def lut_is_identity(lut: np.ndarray) -> bool:
     return lut.dtype == np.uint8 and bool(np.array_equal(lut, np.arange(256)))
 
 
+def box_factors(shape: tuple[int, ...], size: tuple[int, int]) -> tuple[int, int]:
+    """Per axis, the power of two `box_shrink` divides by: the largest that keeps the image at
+    least `size` (w, h)."""
+    kx = ky = 1
+    while shape[1] // (2 * kx) >= size[0]:
+        kx *= 2
+    while shape[0] // (2 * ky) >= size[1]:
+        ky *= 2
+    return kx, ky
+
+
+def box_shrink(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Halve each axis while it stays at least the model's `size` (w, h), averaging 2x2
+    pixels: the low-pass that bilinear lacks when it shrinks by 2 or more (it reads 2x2
+    pixels, so the rest alias); the bilinear step after it shrinks by less than 2.
+
+    Each halving is OpenCV's INTER_AREA at exactly half size, which is integer arithmetic,
+    (a + b + c + d + 2) >> 2, on x86 and aarch64 alike (tests/test_preprocess.py pins the
+    formula, the emulated aarch64 run checks it there) and fast (~0.1 ms for 640x480; its
+    other integer factors take a slow float path). An axis that needs no halving while the
+    other does has its pixels doubled first, so the step is still 2x2. An odd last row or
+    column is left out.
+    """
+    while True:
+        h, w = img.shape[:2]
+        fx, fy = w >= 2 * size[0], h >= 2 * size[1]
+        if not (fx or fy):
+            return img
+        img = img[: h - h % 2 if fy else h, : w - w % 2 if fx else w]
+        if not fx:
+            img = np.repeat(img, 2, axis=1)
+        elif not fy:
+            img = np.repeat(img, 2, axis=0)
+        img = cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2),
+                         interpolation=cv2.INTER_AREA)
+
+
 @dataclass(frozen=True, eq=False)
 class ModelInput:
     """What one model's input tensor wants, fixed at load; calling it makes that tensor."""
@@ -60,6 +97,7 @@ class ModelInput:
     aspect: float | None  # centre-crop to this w/h first (resize: crop), else None
     interpolation: int  # a cv2.INTER_* flag
     lut: np.ndarray | None  # uint8 pixel -> tensor value; None: the pixels are the values
+    prefilter: bool = False  # box-average by whole factors first (resize: box)
 
     @classmethod
     def of(cls, size: tuple[int, int], resize: str, lut: np.ndarray) -> ModelInput:
@@ -70,12 +108,14 @@ class ModelInput:
         aspect = size[0] / size[1] if resize == "crop" else None
         # A uint8 model whose quantization is the pixel range itself needs no table: the
         # resized pixels are the tensor (saves a pass per frame).
-        return cls(size, aspect, interpolation, None if lut_is_identity(lut) else lut)
+        return cls(size, aspect, interpolation, None if lut_is_identity(lut) else lut,
+                   prefilter=resize == "box")
 
     def fit(self, rgb: np.ndarray, box: Box | None = None) -> np.ndarray:
         """Crop `box` (and to the model's aspect) and resize to the input size: RGB uint8."""
         ys, xs = crop_box(rgb.shape, box, self.aspect)
-        return cv2.resize(rgb[ys, xs], self.size, interpolation=self.interpolation)
+        img = box_shrink(rgb[ys, xs], self.size) if self.prefilter else rgb[ys, xs]
+        return cv2.resize(img, self.size, interpolation=self.interpolation)
 
     def __call__(self, rgb: np.ndarray, box: Box | None = None) -> np.ndarray:
         """The input tensor's contents (HxWx3, the tensor's dtype) for `box` of `rgb`."""

@@ -130,6 +130,7 @@ class Stats:
         self.captured = 0
         self.classified = 0
         self.dropped = 0
+        self.skipped = 0  # unchanged frames the motion gate did not classify
         self.reconnects = 0
         self.source_state = "starting"
         self.source_since = time.time()
@@ -152,6 +153,10 @@ class Stats:
             self.captured += 1
             self.last_frame_mono = mono
             self.capture_times.append(mono)
+
+    def frame_skipped(self) -> None:
+        with self.lock:
+            self.skipped += 1
 
     def frame_dropped(self, n: int = 1) -> None:
         with self.lock:
@@ -210,6 +215,7 @@ class Stats:
                 "frames_captured": self.captured,
                 "frames_classified": self.classified,
                 "frames_dropped": self.dropped,
+                "frames_skipped": self.skipped,
                 "capture_fps": round(_rate(self.capture_times, now), 2),
                 "classify_fps": round(_rate(self.classify_times, now), 2),
                 "invoke_ms_p50": _pct(self.invoke_ms, 50),
@@ -245,7 +251,9 @@ class Stats:
             f", throttling: {' '.join(flags)}" if flags else "")
         return (
             f"stats: capture {s['capture_fps']:.1f} fps, classify {s['classify_fps']:.1f} fps, "
-            f"dropped {s['frames_dropped']}, invoke p50 {fmt(s['invoke_ms_p50'])} ms "
+            f"dropped {s['frames_dropped']}"
+            + (f", skipped {s['frames_skipped']}" if s["frames_skipped"] else "")
+            + f", invoke p50 {fmt(s['invoke_ms_p50'])} ms "
             f"p99 {fmt(s['invoke_ms_p99'])} ms, latency p50 {fmt(s['latency_ms_p50'])} ms "
             f"p99 {fmt(s['latency_ms_p99'])} ms, source {s['source_state']}{extra}"
         )

@@ -359,6 +359,7 @@ class Metrics:
             ("frames_captured", "frames read from the source"),
             ("frames_classified", "frames classified"),
             ("frames_dropped", "frames replaced by a newer one before being classified"),
+            ("frames_skipped", "unchanged frames the motion gate did not classify"),
         ):
             yield CounterMetricFamily(f"edge_{key}", doc, value=s[key])
         yield CounterMetricFamily("edge_source_reconnects", "source reconnects",
@@ -705,6 +706,7 @@ class Handler(GatedHandler, BaseHTTPRequestHandler):
                 self._text(503, f"too many preview viewers (max {MAX_VIEWERS})")
                 return
             app.viewers += 1
+            app.pipe.full_demand.viewers = app.viewers  # the preview wants full frames
         try:
             self.connection.settimeout(10)  # a stalled viewer frees its thread
             self.send_response(200)
@@ -728,6 +730,7 @@ class Handler(GatedHandler, BaseHTTPRequestHandler):
         finally:
             with app.viewers_lock:
                 app.viewers -= 1
+                app.pipe.full_demand.viewers = app.viewers
 
 
 ROUTES = {

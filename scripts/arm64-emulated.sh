@@ -205,7 +205,9 @@ print("edge imported from:", edge.__file__)')
   step "emulator: ready"
 
   local reference=$CACHE/x86-reference.json
-  "$HOST_PY" "$REPO/tests/test_arm64_parity.py" "$reference"
+  # this tree's edge, not whichever one the host venv has installed
+  PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$HOST_PY" "$REPO/tests/test_arm64_parity.py" \
+    "$reference"
   step "x86 reference: $reference ($("$HOST_PY" -c 'import platform; print(platform.machine())'))"
 
   local args=("$@")

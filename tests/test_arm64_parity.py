@@ -6,6 +6,8 @@ emulated aarch64 with EDGE_X86_REFERENCE naming that file. Tolerance, per asset 
 top-1 label, and every top-5 score within SCORE_TOLERANCE of x86's (the default model's output
 is uint8 with scale 1/256, so 0.02 is five quanta; measured: at most one quantum, given the
 bit-identical INTER_LINEAR_EXACT resize, see docs/arm64.md).
+The x86 side also writes the default resize's tensors for a set of frames (OUT.tensors.npz),
+which the emulated side must reproduce byte for byte.
 The x86 suite also checks that the script's install step rejects an x86-only wheel.
 """
 
@@ -20,8 +22,11 @@ import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import DEFAULT_MODEL, IMAGES, REPO
+
+from edge.preprocess import ModelInput
 
 SCORE_TOLERANCE = 0.02
 TOP_K = 5
@@ -67,6 +72,58 @@ def top5_differences(ref: Top, got: Top) -> dict[str, float]:
         else:
             diffs[label] = max(0.0, got_d[label] - min(ref_d.values()))
     return diffs
+
+
+# Frames for the resize parity: seeded noise (numpy's PCG64 gives the same bits everywhere)
+# and the BMP photos tiled to camera sizes (BMP decoding is a copy), at the shrink factors a
+# camera meets: 640x480 -> 2x2, 1280x720 -> 5x3, 1920x1080 -> 8x4, 513x343 -> 2x1.
+PARITY_FRAMES = [(640, 480), (1280, 720), (1920, 1080), (513, 343)]
+PARITY_INPUTS = [((224, 224), None), ((128, 128), None), ((224, 224), (0.2, 0.1, 0.9, 0.8))]
+
+
+def parity_frames() -> dict[str, np.ndarray]:
+    import cv2
+
+    frames = {}
+    for w, h in PARITY_FRAMES:
+        frames[f"noise{w}x{h}"] = np.random.default_rng(w * h).integers(0, 256, (h, w, 3),
+                                                                        np.uint8)
+        for photo in sorted(IMAGES.glob("*.bmp"))[:2]:
+            img = cv2.imread(str(photo))
+            reps = (-(-h // img.shape[0]), -(-w // img.shape[1]), 1)
+            frames[f"{photo.stem}{w}x{h}"] = np.ascontiguousarray(np.tile(img, reps)[:h, :w])
+    return frames
+
+
+def parity_tensors() -> dict[str, np.ndarray]:
+    """Every parity frame through the default `box` and the `linear` resize, raw uint8."""
+    identity = np.arange(256, dtype=np.uint8)
+    out = {}
+    for name, frame in parity_frames().items():
+        for size, box in PARITY_INPUTS:
+            for mode in ("box", "linear"):
+                key = f"{name}-{mode}-{size[0]}" + ("-roi" if box else "")
+                out[key] = ModelInput.of(size, mode, identity)(frame, box)
+    return out
+
+
+def tensor_reference_path(json_path: Path) -> Path:
+    return json_path.with_suffix(".tensors.npz")
+
+
+@pytest.mark.arm64
+def test_resize_tensors_are_byte_identical_to_x86(reference, capsys):
+    """The default resize gives the very bytes x86 gave (not merely close scores)."""
+    ref = np.load(tensor_reference_path(Path(os.environ["EDGE_X86_REFERENCE"])))
+    ours = parity_tensors()
+    assert set(ref.files) == set(ours)
+    differing = {k: int(np.count_nonzero(ref[k] != v)) for k, v in ours.items()
+                 if ref[k].shape != v.shape or not np.array_equal(ref[k], v)}
+    with capsys.disabled():
+        print(f"\nresize parity with {reference['machine']}: {len(ours) - len(differing)}/"
+              f"{len(ours)} tensors byte-identical" + (f"; differing: {differing}" if differing
+                                                       else ""))
+    assert not differing
 
 
 @pytest.fixture(scope="module")
@@ -194,6 +251,8 @@ def write_reference(out: Path) -> None:
     """The reference the emulated run compares with, made by this (x86) interpreter."""
     data = {"machine": platform.machine(), "results": classify_assets()}
     out.write_text(json.dumps(data, indent=1) + "\n")
+    with open(tensor_reference_path(out), "wb") as f:
+        np.savez_compressed(f, **parity_tensors())
 
 
 if __name__ == "__main__":

@@ -49,6 +49,12 @@ def test_json_schema_plot_and_progress(assets, demo_clip, tmp_path, capsys):
         assert 0 < r["sequential_fps"] < r["invoke_fps"]  # decode + preprocess cost something
         assert 0 < r["pipeline_fps"] < r["invoke_fps"]
         assert r["decode_fps"] > r["sequential_fps"]
+    auto = pipe["auto"]  # what `edge run` would pick, and the table it logs
+    trials = {t["threads"]: t for t in auto["trials"]}
+    assert auto["threads"] in trials and set(trials) >= {1}
+    assert all(t["frames"] > 0 and t["fps"] > 0 and t["cpu_ms"] > 0 for t in trials.values())
+    assert "<- chosen" in auto["table"] and "CPU ms/frame" in auto["table"]
+    assert "threads auto: the real pipeline per candidate on demo.avi" in out.err
     # progress went to stderr: loading, then one line per configuration and round
     assert "loading 4/4" in out.err
     assert out.err.count("litert xnnpack=off threads=2: p50") == d["rounds"] == 3

@@ -65,7 +65,8 @@ MALFORMED = {
     ),
     "not an allowed value": (
         "model:\n  resize: bilinear\n",
-        f"{F}:2:3: model.resize: must be one of 'linear', 'area' or 'crop' (given: 'bilinear')",
+        f"{F}:2:3: model.resize: must be one of 'box', 'linear', 'area' or 'crop' "
+        "(given: 'bilinear')",
     ),
     "threads 0 (int or 'auto')": (
         "model:\n  threads: 0\n",

@@ -21,7 +21,7 @@ from helpers import backend_name, rgb
 
 from edge import model as engine
 from edge.errors import ModelError
-from edge.preprocess import crop_box, lut_is_identity
+from edge.preprocess import box_shrink, crop_box, lut_is_identity
 
 EXPECTED = {
     "cat.bmp": "Egyptian cat",
@@ -115,7 +115,8 @@ def test_model_input_makes_the_input_tensor(assets, name):
     m = engine.load_model(DEFAULT_MODEL if name.startswith("tf2") else QAT_MODEL, threads=1)
     assert (m.input.lut is None) == name.startswith("tf2")
     img = rgb(IMAGES / "grace_hopper.bmp")
-    expect = cv2.resize(img, (224, 224), interpolation=cv2.INTER_LINEAR_EXACT)
+    expect = cv2.resize(box_shrink(img, (224, 224)), (224, 224),
+                        interpolation=cv2.INTER_LINEAR_EXACT)  # the default resize: box
     lut = engine.input_lut(m.input_dtype, m.input_quant, m.mean, m.std)
     m.interpreter.set_tensor(m.input_index, np.zeros((1, 224, 224, 3), np.uint8))
     m.set_input(m.input(img))

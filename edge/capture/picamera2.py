@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -92,7 +93,8 @@ def yuv420_to_rgb(yuv: np.ndarray, width: int) -> np.ndarray:
 class Picamera2Source:
     live = True
 
-    def __init__(self, cfg: SourceConfig, model_size: tuple[int, int]) -> None:
+    def __init__(self, cfg: SourceConfig, model_size: tuple[int, int],
+                 wants_full: Callable[[], bool] | None = None) -> None:
         if isinstance(cfg.device, str) and not cfg.device.isdigit():
             raise EdgeError(
                 f"source.device {cfg.device!r}: picamera2 takes a camera number (0, 1, ...)"
@@ -105,6 +107,8 @@ class Picamera2Source:
         self.lores_format = "YUV420"
         self.lores_width = self.model_size[0]
         self._request = None  # the grabbed request, held until retrieve() or drop()
+        # asked per frame whether anything needs `main` (edge.fullres); None: always copy it
+        self.wants_full = wants_full
 
     def _lores_format(self, pisp: bool) -> str:
         fmt = self.cfg.lores_format
@@ -167,14 +171,16 @@ class Picamera2Source:
             raise SourceError(f"{self.name}: capture failed ({e})") from None
         return True
 
-    def retrieve(self) -> tuple[np.ndarray, np.ndarray]:
-        """Copy the grabbed frame out (lores as RGB, main) and release its request."""
+    def retrieve(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """Copy the grabbed frame out (lores as RGB; main only when something needs it, else
+        None) and release its request."""
         request, self._request = self._request, None
         if request is None:
             raise SourceError(f"{self.name}: retrieve without a grab")
         try:
             lores = request.make_array("lores")  # make_array copies out of the DMA buffer
-            full = request.make_array("main")
+            full = (request.make_array("main")
+                    if self.wants_full is None or self.wants_full() else None)
         finally:
             request.release()
         if self.lores_format == "YUV420":
@@ -187,7 +193,7 @@ class Picamera2Source:
         if request is not None:
             request.release()
 
-    def read(self) -> tuple[np.ndarray, np.ndarray]:
+    def read(self) -> tuple[np.ndarray, np.ndarray | None]:
         self.grab()
         return self.retrieve()
 

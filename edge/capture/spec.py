@@ -11,6 +11,7 @@ starting.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from edge.capture.base import Source
@@ -53,19 +54,22 @@ def apply_source(cfg: SourceConfig, text: str) -> SourceConfig:
     return SourceConfig.model_validate({**cfg.model_dump(), **parse_source(text)})
 
 
-def open_source(cfg: SourceConfig, model_size: tuple[int, int]) -> Source:
-    """The source `cfg` describes; model_size (w, h) sizes the Pi camera's lores stream."""
+def open_source(cfg: SourceConfig, model_size: tuple[int, int],
+                wants_full: Callable[[], bool] | None = None) -> Source:
+    """The source `cfg` describes; model_size (w, h) sizes the Pi camera's lores stream, and
+    `wants_full` tells it per frame whether to copy its full-resolution stream too (None:
+    always; edge.fullres)."""
     kind = cfg.kind
     if kind == "auto":  # which camera is decided on each connect: one plugged in later counts
         from edge.capture.auto import AutoSource
 
         return AutoSource(lambda kind, device: open_source(
-            cfg.model_copy(update={"kind": kind, "device": device}), model_size))
+            cfg.model_copy(update={"kind": kind, "device": device}), model_size, wants_full))
     if kind == "picamera2":
         from edge.capture.picamera2 import Picamera2Source, import_picamera2
 
         import_picamera2()  # not installed: say how now, not at every reconnect
-        return Picamera2Source(cfg, model_size)
+        return Picamera2Source(cfg, model_size, wants_full)
     if kind == "opencv":
         source = OpenCVSource(cfg)
         if source.kind == "file" and not Path(str(cfg.device)).is_file():

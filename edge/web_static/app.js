@@ -164,6 +164,7 @@ function renderStats(s) {
     ["classify", fmt(st.classify_fps) + " fps"],
     ["frames", String(st.frames_classified)],
     ["dropped", String(st.frames_dropped)],
+    ["skipped (no motion)", st.frames_skipped ? String(st.frames_skipped) : null],
     ["invoke p50/p99", `${fmt(st.invoke_ms_p50)} / ${fmt(st.invoke_ms_p99)} ms`],
     ["latency p50/p99", `${fmt(st.latency_ms_p50)} / ${fmt(st.latency_ms_p99)} ms`],
     ["cpu / frame", fmt(st.cpu_ms_per_frame) + " ms"],
