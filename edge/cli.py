@@ -34,6 +34,7 @@ def command(name: str, help: str, setup: Callable[[argparse.ArgumentParser], Non
 
 def _model_args(p: argparse.ArgumentParser) -> None:
     from edge.config import ModelConfig
+    from edge.schema import RESIZE_MODES
 
     f = ModelConfig.model_fields
     p.add_argument("--model", "-m", help=f["path"].description + f" (default {f['path'].default})")
@@ -41,8 +42,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=["auto", "litert", "tflite-runtime", "tensorflow"],
                    help=f["backend"].description)
     p.add_argument("--threads", help="integer, or auto: " + f["threads"].description)
-    p.add_argument("--resize", choices=["box", "linear", "area", "crop"],
-                   help=f["resize"].description)
+    p.add_argument("--resize", choices=RESIZE_MODES, help=f["resize"].description)
     p.add_argument("--config", "-c", help="config file to take model settings from")
 
 

@@ -28,6 +28,7 @@ from edge.limits import (
 )
 from edge.postprocess import STAGES
 from edge.schema import (  # noqa: F401  (spec_items, read_secret: part of the config API)
+    Resize,
     Strict,
     _single_key,
     read_secret,
@@ -109,7 +110,7 @@ class ModelConfig(Strict):
         "pace the fewest threads that keep up, else the fastest; edge.tuning) and cached; "
         "elsewhere (edge classify, a bounded run) 1..min(4, cores) bare invokes are timed",
     )
-    resize: Literal["box", "linear", "area", "crop"] = Field(
+    resize: Resize = Field(
         "box",
         description="box: average whole blocks of pixels (the largest factor per axis that "
         "keeps the model's size), then bilinear: anti-aliased and bit-identical on x86 and ARM; "

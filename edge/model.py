@@ -31,6 +31,7 @@ from edge.errors import EdgeError, ModelError
 from edge.limits import MAX_LABELS_BYTES, read_capped
 from edge.metadata import Metadata, check_structure, embedded_files, read_metadata
 from edge.preprocess import Box, ModelInput
+from edge.schema import RESIZE_MODES
 from edge.task import SEGMENTER, task_of
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,6 @@ BACKENDS = {  # config name -> (module, human name), in `auto` order
     "tflite-runtime": ("tflite_runtime.interpreter", "tflite-runtime"),
     "tensorflow": ("tensorflow.lite", "tensorflow"),
 }
-RESIZE_MODES = ("box", "linear", "area", "crop")
 XNNPACK_WARNING = (
     "{backend} {version} left the quantized model off XNNPACK (0 delegate partitions): its "
     "default XNNPACK options do not enable 8-bit ops, so the reference kernels run it, about "

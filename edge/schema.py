@@ -26,6 +26,8 @@ from edge.limits import MAX_SECRET_BYTES, read_capped
 
 Level = Annotated[float, Field(ge=0, le=1)]  # a score level: thresholds, hysteresis marks
 EventType = Literal["enter", "exit", "status"]
+Resize = Literal["box", "linear", "area", "crop"]  # model.resize; `edge train --resize` too
+RESIZE_MODES: tuple[str, ...] = get_args(Resize)
 EVENT_TYPES: tuple[EventType, ...] = get_args(EventType)
 
 

@@ -29,10 +29,12 @@ import numpy as np
 
 from edge import surgery
 from edge.atomic import replacing, write_atomic
+from edge.config import ModelConfig
 from edge.errors import EdgeError, ModelError
 from edge.model import Model, load_model
 from edge.paths import UNLABELLED, cache_dir
 from edge.preprocess import Box, crop_box
+from edge.schema import RESIZE_MODES
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 ENOUGH = 10  # images per class below which we say more would help
@@ -639,8 +641,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"base model: catalog name or .tflite file (default {DEFAULT_MODEL})")
     p.add_argument("--roi", metavar="x0,y0,x1,y1",
                    help="train on this region of each photo (the ROI `edge run` will classify)")
-    p.add_argument("--resize", choices=["linear", "area", "crop"], default="linear",
-                   help="resize mode, as model.resize in the config that will run the model")
+    default_resize = ModelConfig.model_fields["resize"].default
+    p.add_argument("--resize", choices=RESIZE_MODES, default=default_resize,
+                   help="resize mode, as model.resize in the config that will run the model "
+                   f"(default {default_resize}, the config's default)")
     p.add_argument("--threads", default="auto", help="invoke threads (default auto)")
     p.add_argument("--force", action="store_true", help="overwrite OUT")
     p.add_argument("--plot", metavar="PNG", help="also draw the confusion matrix (matplotlib)")

@@ -424,9 +424,22 @@ def test_label_train_deploy_rollback_in_the_browser(edge, browser, tmp_path):  #
         assert ("enough" in text[cls]) == (counts[cls] >= 10), text[cls]
 
     # train from the page: progress, then metrics, confusion matrix and the wrong images
-    browser.find_element(By.ID, "train").click()
-    wait_for(lambda: browser.find_element(By.ID, "results").is_displayed(), 120,
-             "the training results")
+    settled(browser)
+    click(browser, "#train")
+
+    def trained():
+        if browser.find_element(By.ID, "results").is_displayed():
+            return True
+        state = get_json(edge.url + "api/teach/train")
+        assert state.get("state") != "failed", state  # say why, not only that it timed out
+        return False
+
+    try:
+        wait_for(trained, 120, "the training results")
+    except AssertionError:
+        page = browser.execute_script("return document.body.innerText")
+        raise AssertionError(f"no results; train: {get_json(edge.url + 'api/teach/train')}; "
+                             f"page: {page[-1500:]}") from None
     assert "trained in" in browser.find_element(By.ID, "train-state").text
     assert "accuracy" in browser.find_element(By.ID, "accuracy").text
     metrics = browser.find_elements(By.CSS_SELECTOR, "#metrics tbody tr")
@@ -444,6 +457,8 @@ def test_label_train_deploy_rollback_in_the_browser(edge, browser, tmp_path):  #
     click(browser, '#class-table tr[data-cls="flower"] button')
     wait_for(lambda: len(tiles(browser)) == counts["flower"], 10, "the flower frames")
     settled(browser)
+    browser.execute_script("window.scrollTo(0, 0)")  # the first screen, as the phone opens it
+    wait_for(lambda: browser.execute_script("return window.scrollY") == 0, 5, "the scroll")
     width = browser.execute_script("return document.documentElement.clientWidth")
     for css in ("#train", '#class-buttons [data-cls="cat"]', '#class-buttons [data-cls="flower"]',
                 "#grid .tile-frame"):
