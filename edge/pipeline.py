@@ -322,10 +322,12 @@ class Pipeline:
         return swap is not None
 
     def _reloader(self, path: str | None) -> None:
-        """Waits for reload requests; builds each beside the loop and hands it over."""
-        while not self.stop_event.is_set():
-            if not self.reload_event.wait(0.2):
-                continue
+        """Waits for reload requests; builds each beside the loop and hands it over. The run's
+        end sets the reload event too, so this thread leaves at once, not at a poll."""
+        while True:
+            self.reload_event.wait()
+            if self.stop_event.is_set():
+                return
             self.reload_event.clear()
             if self.hooks:
                 self.hooks.on_reload()
@@ -335,7 +337,7 @@ class Pipeline:
             self._applied.clear()
             self._pending = swap
             # the next build compares against what this one swapped in
-            while not self._applied.wait(0.2):
+            while not self._applied.wait(0.05):
                 if self.stop_event.is_set():
                     if swap.outbox is not None:
                         swap.outbox.close()
@@ -440,6 +442,7 @@ class Pipeline:
             self._loop(max_frames, duration, config_path)
         finally:
             self.stop_event.set()
+            self.reload_event.set()  # wakes the reloader to leave
             if self.hooks:
                 self.hooks.on_stop()
             if self.capture is not None:
