@@ -153,7 +153,9 @@ def test_version():
 def test_quiet_by_default_runtime_messages_with_v(model_dir):
     env = {"EDGE_MODEL_DIR": str(model_dir)}
     r = run_edge("classify", IMAGES / "cat.bmp", "--threads", "1", "-k", "1", env=env)
-    assert r.returncode == 0 and r.stderr == "", r.stderr  # nothing but results
+    # nothing but results (and, on tflite-runtime, edge's own warning that it is slow)
+    noise = [ln for ln in r.stderr.splitlines() if "left the quantized model off XNNPACK" not in ln]
+    assert r.returncode == 0 and noise == [], r.stderr
     cfg = model_dir / "edge.yaml"
     cfg.write_text("device: quiet\n")
     r = run_edge("config", "validate", cfg, env=env)
