@@ -8,6 +8,7 @@ it) and is removed when the write fails, so a full disk leaves no debris behind.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -54,3 +55,26 @@ def write_atomic(path: str | os.PathLike, data: bytes, fsync: bool = False,
                 view = view[os.write(fd, view):]
         finally:
             os.close(fd)
+
+
+def read_json_map(path: str | os.PathLike) -> dict:
+    """A JSON object kept in a file (a cache of measurements); {} when missing or unreadable."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def store_json_entry(path: str | os.PathLike, key: str, value) -> bool:
+    """Set one entry of such a file, written whole and atomically; False when it cannot be
+    written (a cache that cannot be kept only costs time next run)."""
+    path = Path(path)
+    known = read_json_map(path)
+    known[key] = value
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, json.dumps(known, indent=1).encode())
+    except OSError:
+        return False
+    return True

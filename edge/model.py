@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import json
 import logging
 import os
 import re
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from edge import catalog, paths
-from edge.atomic import write_atomic
+from edge.atomic import read_json_map, store_json_entry
 from edge.errors import EdgeError, ModelError
 from edge.limits import MAX_LABELS_BYTES, read_capped
 from edge.metadata import Metadata, check_structure, embedded_files, read_metadata
@@ -426,12 +425,9 @@ def tune_threads(mod, human, version, path, digest, xnnpack, budget_s: float = 1
     """Fastest thread count in 1..min(4, cores), cached per model digest, CPU and backend."""
     key = f"{digest}:{cpu_id()}:{human}-{version}:{'xnn' if xnnpack else 'ref'}"
     cache = paths.cache_dir() / "threads.json"
-    try:
-        known = json.loads(cache.read_text())
-    except (OSError, ValueError):
-        known = {}
-    if isinstance(known.get(key), int):
-        return known[key]
+    known = read_json_map(cache).get(key)
+    if isinstance(known, int):
+        return known
     candidates = list(range(1, min(4, usable_cores()) + 1))
     timings = {}
     for n in candidates:
@@ -440,12 +436,8 @@ def tune_threads(mod, human, version, path, digest, xnnpack, budget_s: float = 1
         timings[n] = _time_invokes(interp, budget_s / len(candidates))
     best = min(timings, key=timings.get)
     log.info("threads auto: %s -> %d", {k: round(v, 2) for k, v in timings.items()}, best)
-    known[key] = best
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(cache, json.dumps(known, indent=1).encode())
-    except OSError as e:
-        log.debug("cannot cache thread choice in %s: %s", cache, e)
+    if not store_json_entry(cache, key, best):
+        log.debug("cannot cache the thread choice in %s", cache)
     return best
 
 

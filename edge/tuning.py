@@ -26,7 +26,6 @@ loads another model.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -36,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from edge import paths
-from edge.atomic import write_atomic
+from edge.atomic import read_json_map, store_json_entry
 from edge.model import Model, cpu_id, load_configured, usable_cores
 from edge.pipeline import Pipeline
 
@@ -128,26 +127,13 @@ def _cache_path() -> Path:
 
 
 def cached(key: str) -> dict | None:
-    try:
-        entry = json.loads(_cache_path().read_text()).get(key)
-    except (OSError, ValueError, AttributeError):
-        return None
+    entry = read_json_map(_cache_path()).get(key)
     return entry if isinstance(entry, dict) and isinstance(entry.get("threads"), int) else None
 
 
 def _store(key: str, entry: dict) -> None:
-    path = _cache_path()
-    try:
-        known = json.loads(path.read_text())
-        known = known if isinstance(known, dict) else {}
-    except (OSError, ValueError):
-        known = {}
-    known[key] = entry
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, json.dumps(known, indent=1).encode())
-    except OSError as e:
-        log.debug("cannot cache the pipeline thread choice in %s: %s", path, e)
+    if not store_json_entry(_cache_path(), key, entry):
+        log.debug("cannot cache the pipeline thread choice in %s", _cache_path())
 
 
 def run_trial(run: RunPipeline, cfg, model: Model, seconds: float) -> Trial:
