@@ -21,10 +21,10 @@ from pydantic import Field
 from edge.atomic import replacing
 from edge.sinks.base import SINKS, EventSinkParams, EventType, Item, Sink, frame_queue
 from edge.sinks.files import (
-    MAX_DISK_MB,
-    MAX_FILES,
     MB,
     DiskBudget,
+    budget_files,
+    budget_mb,
     event_filename,
     jpeg,
     make_dir,
@@ -52,12 +52,8 @@ class ClipParams(EventSinkParams):
         16.0, gt=0, le=4096,
         description="memory cap for the encoded frames held (ring and open clip)",
     )
-    max_mb: float = Field(
-        1000.0, gt=0, le=MAX_DISK_MB, description="disk budget; the oldest clips go first"
-    )
-    max_files: int = Field(
-        0, ge=0, le=MAX_FILES, description="clip count limit; 0: only max_mb applies"
-    )
+    max_mb: float = budget_mb(1000.0, "disk budget; the oldest clips go first")
+    max_files: int = budget_files(0, "clip count limit; 0: only max_mb applies")
 
 
 @dataclass

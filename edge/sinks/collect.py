@@ -14,7 +14,7 @@ from edge.atomic import write_atomic
 from edge.events import iso_time
 from edge.paths import UNLABELLED
 from edge.sinks.base import SINKS, Item, Sink, SinkParams, frame_queue
-from edge.sinks.files import MAX_DISK_MB, MAX_FILES, MB, DiskBudget, jpeg, make_dir, slug
+from edge.sinks.files import MB, DiskBudget, budget_files, budget_mb, jpeg, make_dir, slug
 
 
 class CollectParams(SinkParams):
@@ -34,12 +34,8 @@ class CollectParams(SinkParams):
         5.0, ge=0, le=86400,
         description="at most one frame per ROI this often (consecutive frames repeat)",
     )
-    max_mb: float = Field(
-        200.0, gt=0, le=MAX_DISK_MB, description="disk budget; the oldest files go first"
-    )
-    max_files: int = Field(
-        1000, ge=0, le=MAX_FILES, description="image count limit; 0: only max_mb applies"
-    )
+    max_mb: float = budget_mb(200.0, "disk budget; the oldest files go first")
+    max_files: int = budget_files(1000, "image count limit; 0: only max_mb applies")
     quality: int = Field(92, ge=1, le=100, description="JPEG quality")
 
     @model_validator(mode="after")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from pydantic import Field
 
 from edge.atomic import TEMP_GLOB
 from edge.errors import ConfigError
@@ -130,6 +131,16 @@ class LineFile:
                 self.sync()
             os.close(self.fd)
             self.fd = -1
+
+
+def budget_mb(default: float, description: str):
+    """A disk-budget option (`max_mb`): bounded by what a DiskBudget can hold."""
+    return Field(default, gt=0, le=MAX_DISK_MB, description=description)
+
+
+def budget_files(default: int, description: str):
+    """A file-count option (`max_files`, 0: none): bounded like budget_mb."""
+    return Field(default, ge=0, le=MAX_FILES, description=description)
 
 
 class DiskBudget:

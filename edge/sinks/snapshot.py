@@ -11,7 +11,7 @@ from pydantic import Field
 from edge.atomic import write_atomic
 from edge.overlay import draw_text
 from edge.sinks.base import SINKS, EventSinkParams, EventType, Item, Sink, frame_queue
-from edge.sinks.files import MAX_DISK_MB, MAX_FILES, MB, DiskBudget, event_filename, jpeg, make_dir
+from edge.sinks.files import MB, DiskBudget, budget_files, budget_mb, event_filename, jpeg, make_dir
 
 
 class SnapshotParams(EventSinkParams):
@@ -20,13 +20,8 @@ class SnapshotParams(EventSinkParams):
         default_factory=lambda: ["enter"], description="event types that take a snapshot"
     )
     queue: int = frame_queue()
-    max_mb: float = Field(
-        500.0, gt=0, le=MAX_DISK_MB,
-        description="disk budget for the directory; the oldest files go first",
-    )
-    max_files: int = Field(
-        0, ge=0, le=MAX_FILES, description="file count limit; 0: only max_mb applies"
-    )
+    max_mb: float = budget_mb(500.0, "disk budget for the directory; the oldest files go first")
+    max_files: int = budget_files(0, "file count limit; 0: only max_mb applies")
     quality: int = Field(90, ge=1, le=100, description="JPEG quality")
     overlay: bool = Field(False, description="draw the label and score on the image")
 
