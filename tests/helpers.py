@@ -107,3 +107,14 @@ def wait_for(pred, timeout: float = 5.0, every: float = 0.01) -> bool:
             return True
         time.sleep(every)
     return False
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
+    """SIGTERM a child and wait for it; SIGKILL it if it does not stop within `timeout`."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

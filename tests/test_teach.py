@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import IMAGES, REPO, TINY_MODEL
+from helpers import stop_process
 from test_web import URL_LINE, browser, get_json, http, wait_for  # noqa: F401  (fixture)
 
 from edge import teach as teachmod
@@ -105,13 +106,7 @@ web: {{bind: "127.0.0.1:0"}}
         self.url = wait_for(url, 40, "edge run's web server")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 @pytest.fixture(scope="module")

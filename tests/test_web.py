@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import DEFAULT_MODEL, REPO
+from helpers import stop_process
 from prometheus_client.parser import text_string_to_metric_families
 
 from edge.config import WebConfig
@@ -75,13 +76,7 @@ class Edge:
         raise AssertionError(f"edge run did not start its web server:\n{self.log.read_text()}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 def http(url: str, token: str | None = None, method: str = "GET", timeout: float = 10):
