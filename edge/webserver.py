@@ -64,6 +64,13 @@ def _answer(sock: socket.socket, code: int, text: str) -> None:
     try:
         sock.setblocking(False)
         sock.send(msg)
+        sock.shutdown(socket.SHUT_WR)
+        # Bytes the client sent that were never read would turn the close into a reset, and
+        # a reset can discard the answer before the client reads it: take what has arrived
+        # (bounded, never waiting) first.
+        for _ in range(8):
+            if not sock.recv(8192):
+                break
     except OSError:
         pass
     try:
