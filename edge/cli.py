@@ -64,9 +64,13 @@ def model_from_args(args: argparse.Namespace):
         "threads": threads, **{k: v for k, v in flags.items() if v is not None}}))
 
 
-def read_image(path: str):
-    """An RGB uint8 array from an image file, or an EdgeError that says why not."""
+def read_image(path: str, decode_to: tuple[int, int] | None = None):
+    """An RGB uint8 array from an image file (a JPEG scaled toward `decode_to` as `edge run`
+    decodes it, edge.decode), or an EdgeError that says why not."""
     import cv2
+    import numpy as np
+
+    from edge.decode import decode_image
 
     p = Path(path)
     if not p.exists():
@@ -78,12 +82,12 @@ def read_image(path: str):
     if problem := too_large(p):  # before decoding: a small file may declare gigapixels
         raise EdgeError(f"{p}: {problem}")
     try:
-        bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
-    except cv2.error:  # OpenCV's own size guard
-        bgr = None
-    if bgr is None:
+        rgb = decode_image(np.fromfile(p, np.uint8), decode_to)
+    except (OSError, cv2.error):  # cv2.error: OpenCV's own size guard
+        rgb = None
+    if rgb is None:
         raise EdgeError(f"{p}: not a readable image (OpenCV cannot decode it)")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return rgb
 
 
 def image_paths(specs: list[str]) -> list[str]:
@@ -124,7 +128,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     if not args.json:
         print(model_line(model))
     for path in args.images:
-        inference = model.run(model.input(read_image(path)))
+        inference = model.run(model.input(read_image(path, model.input.decode_to)))
         scores = inference.scores
         # by output position (ImageNet has two "crane"s), and no padding with zero scores
         best = [int(i) for i in top_indices(scores, args.top_k) if scores[i] > 0]

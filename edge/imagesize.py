@@ -19,7 +19,8 @@ MAX_SIDE = 32_768
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
-def _jpeg(f: BinaryIO) -> tuple[int, int] | None:
+def jpeg_size(f: BinaryIO) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's frame header (the file positioned anywhere)."""
     f.seek(2)
     for _ in range(10_000):  # segments before the frame header (EXIF, ICC, tables...)
         b = f.read(1)
@@ -90,7 +91,7 @@ def image_size(path: str | Path) -> tuple[int, int] | None:
             if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
                 return struct.unpack(">II", head[16:24])
             if head[:2] == b"\xff\xd8":
-                return _jpeg(f)
+                return jpeg_size(f)
             if head[:2] == b"BM" and len(head) >= 26:
                 if struct.unpack("<I", head[14:18])[0] == 12:  # OS/2 BITMAPCOREHEADER
                     return struct.unpack("<HH", head[18:22])

@@ -246,17 +246,18 @@ class Pipeline:
         src_cfg = self.cfg.source
         size = self.model.input_size
         open_source(src_cfg, size)  # settings that can never work fail now, not in a retry loop
-        self.capture = CaptureThread(lambda: open_source(src_cfg, size, self.full_demand),
-                                     self.slot, self.stats, src_cfg)
+        decode_to = self.model.input.decode_to  # JPEGs decode toward it (edge.decode)
+        self.capture = CaptureThread(
+            lambda: open_source(src_cfg, size, self.full_demand, decode_to), self.slot,
+            self.stats, src_cfg)
         self._tune_capture()
         self.capture.start()
 
     def _tune_capture(self) -> None:
         """What the capture thread does for the current model: its tensors, and whether it may
-        decode beside an invoke (only when inference leaves a core free)."""
+        decode beside an invoke (not on a single core: it would only take turns with it)."""
         self.capture.prepare = self.plan.prepare
-        threads = max(m.threads for m in (self.model, *self.models.values()))
-        self.capture.overlap = threads < usable_cores()
+        self.capture.overlap = usable_cores() > 1
 
     def _make_view(self) -> View:
         outbox = self.outbox
@@ -294,7 +295,8 @@ class Pipeline:
                 log.info("reload: %s", model_line(m))
         regions = make_regions(new, model, models)
         source_changed = (new.source != self.cfg.source
-                          or model.input_size != self.model.input_size)
+                          or model.input_size != self.model.input_size
+                          or model.input.decode_to != self.model.input.decode_to)
         if source_changed:
             open_source(new.source, model.input_size)
         outputs_changed = (new.outputs != self.cfg.outputs or new.device != self.cfg.device

@@ -111,6 +111,13 @@ class ModelInput:
         return cls(size, aspect, interpolation, None if lut_is_identity(lut) else lut,
                    prefilter=resize == "box")
 
+    @property
+    def decode_to(self) -> tuple[int, int] | None:
+        """The size a JPEG may be decoded down to for this input (edge.decode): the box
+        resize's halvings, done by the decoder; None for the other resizes (they take the
+        whole image)."""
+        return self.size if self.prefilter else None
+
     def fit(self, rgb: np.ndarray, box: Box | None = None) -> np.ndarray:
         """Crop `box` (and to the model's aspect) and resize to the input size: RGB uint8."""
         ys, xs = crop_box(rgb.shape, box, self.aspect)

@@ -42,6 +42,9 @@ from edge.pipeline import Pipeline
 log = logging.getLogger(__name__)
 
 CACHE_NAME = "pipeline-threads.json"
+# bump when the pipeline's use of the cores changes (choices measured before are stale):
+# 2 = the capture thread decodes beside invokes on every core, JPEGs decode scaled
+CACHE_FORMAT = 2
 KEEP_UP = 0.95  # classified / delivered frames that counts as keeping up
 WITHIN = 0.03  # fps this close to the fastest counts as as fast
 WARMUP_FRAMES = 5  # per trial: the first frames (XNNPACK packing, the camera starting) excluded
@@ -117,7 +120,7 @@ def source_key(cfg, model_size: tuple[int, int]) -> str:
 def cache_key(cfg, model: Model, no_drop: bool) -> str:
     pacing = "paced" if paced(cfg, no_drop) else "unpaced"
     cap = f":max{cfg.inference.max_fps:g}" if cfg.inference.max_fps else ""
-    return (f"{model.digest}:{cpu_id()}:{model.backend}-{model.backend_version}:"
+    return (f"v{CACHE_FORMAT}:{model.digest}:{cpu_id()}:{model.backend}-{model.backend_version}:"
             f"{'xnn' if model.xnnpack else 'ref'}:{source_key(cfg, model.input_size)}:"
             f"{pacing}{cap}")
 

@@ -7,6 +7,7 @@ top-1 label, and every top-5 score within SCORE_TOLERANCE of x86's (the default 
 is uint8 with scale 1/256, so 0.02 is five quanta; measured: at most one quantum, given the
 bit-identical INTER_LINEAR_EXACT resize, see docs/arm64.md).
 The x86 side also writes the default resize's tensors for a set of frames (OUT.tensors.npz),
+and JPEG frames with their decodes at full and reduced scale (OUT.jpeg.npz, OUT.decoded.npz),
 which the emulated side must reproduce byte for byte.
 The x86 suite also checks that the script's install step rejects an x86-only wheel.
 """
@@ -111,19 +112,70 @@ def tensor_reference_path(json_path: Path) -> Path:
     return json_path.with_suffix(".tensors.npz")
 
 
-@pytest.mark.arm64
-def test_resize_tensors_are_byte_identical_to_x86(reference, capsys):
-    """The default resize gives the very bytes x86 gave (not merely close scores)."""
-    ref = np.load(tensor_reference_path(Path(os.environ["EDGE_X86_REFERENCE"])))
-    ours = parity_tensors()
+def jpeg_reference_path(json_path: Path) -> Path:
+    return json_path.with_suffix(".jpeg.npz")
+
+
+# MJPG camera frames: the photos tiled to camera sizes and JPEG-encoded on x86 (the reference
+# carries the bytes: an encoder need not match), decoded at full size and at the scale the
+# capture thread uses for a 224x224 box-resized model (edge.capture.opencv.decode_scale).
+JPEG_FRAMES = [(640, 480), (1280, 720), (1920, 1080)]
+
+
+def parity_jpegs() -> dict[str, np.ndarray]:
+    import cv2
+
+    out = {}
+    for name, frame in parity_frames().items():
+        if not name.startswith("noise") and tuple(frame.shape[1::-1]) in JPEG_FRAMES:
+            out[name] = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 90])[1]
+    return out
+
+
+def decoded_tensors(jpegs) -> dict[str, np.ndarray]:
+    """Each JPEG decoded full and scaled, then through the box resize: raw uint8 tensors."""
+    import cv2
+
+    from edge.decode import decode_flags, decode_scale
+
+    identity = np.arange(256, dtype=np.uint8)
+    fit = ModelInput.of((224, 224), "box", identity)
+    out = {}
+    for name in jpegs.files if hasattr(jpegs, "files") else jpegs:
+        jpg = jpegs[name]
+        size = cv2.imdecode(jpg, cv2.IMREAD_COLOR).shape[1::-1]
+        for scale in sorted({1, decode_scale(size, (224, 224))}):
+            out[f"{name}-scale{scale}"] = fit(cv2.imdecode(jpg, decode_flags(scale)))
+    return out
+
+
+def assert_byte_identical(what: str, ref, ours: dict, machine: str, capsys) -> None:
+    """Every tensor of `ours` is the very bytes of the reference's (printed as a count)."""
     assert set(ref.files) == set(ours)
     differing = {k: int(np.count_nonzero(ref[k] != v)) for k, v in ours.items()
                  if ref[k].shape != v.shape or not np.array_equal(ref[k], v)}
     with capsys.disabled():
-        print(f"\nresize parity with {reference['machine']}: {len(ours) - len(differing)}/"
-              f"{len(ours)} tensors byte-identical" + (f"; differing: {differing}" if differing
-                                                       else ""))
+        print(f"\n{what} parity with {machine}: {len(ours) - len(differing)}/{len(ours)} "
+              "tensors byte-identical" + (f"; differing: {differing}" if differing else ""))
     assert not differing
+
+
+@pytest.mark.arm64
+def test_resize_tensors_are_byte_identical_to_x86(reference, capsys):
+    """The default resize gives the very bytes x86 gave (not merely close scores)."""
+    ref = np.load(tensor_reference_path(Path(os.environ["EDGE_X86_REFERENCE"])))
+    assert_byte_identical("resize", ref, parity_tensors(), reference["machine"], capsys)
+
+
+@pytest.mark.arm64
+def test_jpeg_decodes_full_and_scaled_are_byte_identical_to_x86(reference, capsys):
+    """libjpeg's decode, at full size and DCT-scaled (the capture thread's reduced decode),
+    gives x86's very bytes after the box resize."""
+    path = Path(os.environ["EDGE_X86_REFERENCE"])
+    ours = decoded_tensors(np.load(jpeg_reference_path(path)))
+    assert any(k.endswith("-scale2") for k in ours) and any(k.endswith("-scale4") for k in ours)
+    assert_byte_identical("JPEG decode", np.load(path.with_suffix(".decoded.npz")), ours,
+                          reference["machine"], capsys)
 
 
 @pytest.fixture(scope="module")
@@ -253,6 +305,11 @@ def write_reference(out: Path) -> None:
     out.write_text(json.dumps(data, indent=1) + "\n")
     with open(tensor_reference_path(out), "wb") as f:
         np.savez_compressed(f, **parity_tensors())
+    jpegs = parity_jpegs()
+    with open(jpeg_reference_path(out), "wb") as f:
+        np.savez_compressed(f, **jpegs)
+    with open(out.with_suffix(".decoded.npz"), "wb") as f:
+        np.savez_compressed(f, **decoded_tensors(jpegs))
 
 
 if __name__ == "__main__":

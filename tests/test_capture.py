@@ -161,6 +161,37 @@ def test_video_file_frames_then_end(demo_clip):
     assert frames[0].shape == (480, 640, 3)
 
 
+@pytest.mark.parametrize("frame, scale", [((640, 480), 2), ((1280, 720), 2),
+                                          ((1920, 1080), 4), ((448, 447), 1), ((224, 224), 1)])
+def test_decode_scale_is_the_box_resizes_halvings_on_both_axes(frame, scale):
+    from edge.decode import decode_scale
+
+    assert decode_scale(frame, MODEL_SIZE) == scale
+    assert decode_scale(frame, None) == 1  # no box resize: always full
+
+
+def test_mjpg_frames_decode_scaled_unless_the_full_image_is_wanted(demo_clip):
+    """The reduced decode is libjpeg's own 1/2 scale of each packet, switched per frame by
+    `wants_full` (a snapshot or the preview starting needs no reopen)."""
+    wants = [False]
+    src = OpenCVSource(video_cfg(demo_clip), decode_to=MODEL_SIZE, wants_full=lambda: wants[0])
+    src.open()
+    assert src.raw and src.scale == 2
+    jpegs = avi_jpegs(demo_clip)
+    for i, jpeg in enumerate(jpegs[:6]):
+        wants[0] = i % 3 == 2
+        rgb, full = src.read()
+        want = cv2.imdecode(np.frombuffer(jpeg, np.uint8),
+                            cv2.IMREAD_COLOR if wants[0] else cv2.IMREAD_REDUCED_COLOR_2)
+        assert full is None and np.array_equal(rgb, cv2.cvtColor(want, cv2.COLOR_BGR2RGB))
+        assert rgb.shape == ((480, 640, 3) if wants[0] else (240, 320, 3))
+    src.close()
+    plain = OpenCVSource(video_cfg(demo_clip), decode_to=MODEL_SIZE)  # no wants_full: full
+    plain.open()
+    assert plain.read()[0].shape == (480, 640, 3)
+    plain.close()
+
+
 @pytest.mark.parametrize("fourcc", ["mp4v", "FFV1"])
 def test_video_file_of_other_codecs_is_decoded_by_ffmpeg(tmp_path, images, fourcc):
     """Frames of codecs other than MJPG go through FFmpeg's grab/retrieve, equal to cap.read()."""

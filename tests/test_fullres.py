@@ -111,3 +111,40 @@ def test_a_preview_viewer_turns_main_on_while_watching(picam, tiny):
         pipe.stop_event.set()
         loop.join(10)
         web.stop()
+
+
+# ------------------------------------------------------------------ MJPG files and cameras
+
+
+def mjpg_cfg(clip, text: str = ""):
+    return config.parse(f"source: {{kind: opencv, device: '{clip}', realtime: false}}\n"
+                        "web: {enabled: false}\noutputs: []\n" + text)
+
+
+@pytest.mark.parametrize("text, shape", [
+    ("", (240, 320, 3)),  # nothing needs the full image: libjpeg decodes at 1/2
+    ("rois: [{name: all, box: [0, 0, 1, 1]}]\n", (480, 640, 3)),  # a region is cut from full
+    ("model: {resize: linear}\n", (480, 640, 3)),  # not the box resize: its input is full
+])
+def test_mjpg_frames_decode_at_the_size_the_pipeline_needs(demo_clip, assets, text, shape):
+    cfg = mjpg_cfg(demo_clip, text)
+    pipe = Pipeline(cfg, load_model(TINY_MODEL, threads=1, resize=cfg.model.resize),
+                    no_drop=True)
+    frames = run(pipe, 6)
+    assert [f.rgb.shape for f in frames] == [shape] * 6 and all(f.full is None for f in frames)
+
+
+def test_the_scaled_decode_keeps_the_labels_of_the_full_one(demo_clip, assets):
+    """Decoding at 1/2 is the box resize's first halving done in the DCT: the same top-1 on
+    the clip's frames as a whole-frame region (full decode, then box)."""
+    def top1(text: str) -> list[str]:
+        pipe = Pipeline(mjpg_cfg(demo_clip, text), load_model(TINY_MODEL, threads=1),
+                        no_drop=True)
+        got = []
+        pipe.printer = lambda results, events: got.append(results[0].top[0][0])
+        pipe.run(max_frames=60)
+        return got
+
+    scaled, full = top1(""), top1("rois: [{name: all, box: [0, 0, 1, 1]}]\n")
+    assert len(scaled) == len(full) == 60
+    assert sum(a == b for a, b in zip(scaled, full, strict=True)) >= 57

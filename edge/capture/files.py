@@ -8,12 +8,14 @@ so an evaluation never silently covers fewer images than the folder holds.
 from __future__ import annotations
 
 import glob
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from edge.capture.base import Pacer, SourceError
+from edge.decode import decode_image, target
 from edge.errors import EdgeError
 from edge.imagesize import too_large
 
@@ -34,17 +36,18 @@ def list_images(path: str) -> list[Path]:
     return [p] if p.is_file() else []
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    """An image file as HxWx3 RGB uint8; SourceError naming the file when it cannot be read."""
+def read_rgb(path: Path, decode_to: tuple[int, int] | None = None) -> np.ndarray:
+    """An image file as HxWx3 RGB uint8 (a JPEG scaled toward `decode_to`, edge.decode);
+    SourceError naming the file when it cannot be read."""
     try:
         if problem := too_large(path):
             raise SourceError(f"{path}: {problem}")
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        rgb = decode_image(np.fromfile(path, np.uint8), decode_to)
     except (OSError, cv2.error) as e:  # cv2.error: OpenCV's own size guard
         raise SourceError(f"{path}: cannot read this file as an image ({_short(e)})") from None
-    if bgr is None:
+    if rgb is None:
         raise SourceError(f"{path}: cannot read this file as an image")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=bgr)
+    return rgb
 
 
 def _short(e: Exception) -> str:
@@ -58,8 +61,13 @@ class FilesSource:
     live = False
 
     def __init__(self, path: str, loop: bool = False, fps: float | None = None,
-                 frame_rate: float | None = None) -> None:
+                 frame_rate: float | None = None, decode_to: tuple[int, int] | None = None,
+                 wants_full: Callable[[], bool] | None = None) -> None:
+        """`decode_to`, `wants_full`: JPEGs decode toward the model's size when nothing
+        needs them whole (edge.decode, edge.fullres)."""
         self.path = path
+        self.decode_to = decode_to
+        self.wants_full = wants_full
         self.loop = loop
         self.fps = fps  # None: as fast as they can be read
         self.frame_rate = frame_rate or fps  # the images' own time (Frame.media_s)
@@ -97,7 +105,7 @@ class FilesSource:
             self.index = 0
         path = self.files[self.index]
         self.index += 1
-        return read_rgb(path), None
+        return read_rgb(path, target(self.decode_to, self.wants_full)), None
 
     def close(self) -> None:
         self.files = []

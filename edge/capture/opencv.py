@@ -14,6 +14,10 @@ buffer (the MJPG decode is in retrieve); FFmpeg (streams, video files) decodes i
 only converts the colours in retrieve, except for MJPG video files: their packets are read raw
 and decoded by libjpeg straight to RGB (no BGR frame, no colour conversion: 0.3 ms less per
 640x480 frame here, and a grab that costs nothing).
+
+A raw packet is decoded at reduced size (edge.decode: libjpeg's scaled IDCT does the box
+resize's first halvings) when nothing wants the full-resolution image (`wants_full`,
+edge.fullres) and the model's resize is `box` (`decode_to`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -28,6 +33,7 @@ import numpy as np
 
 from edge.capture.base import Pacer, SourceError
 from edge.config import SourceConfig
+from edge.decode import decode_flags, decode_scale, target
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +76,11 @@ class StaleCheck:
 
 
 class OpenCVSource:
-    def __init__(self, cfg: SourceConfig, check_stale: bool | None = None) -> None:
+    def __init__(self, cfg: SourceConfig, check_stale: bool | None = None,
+                 decode_to: tuple[int, int] | None = None,
+                 wants_full: Callable[[], bool] | None = None) -> None:
+        """`decode_to`: the smallest size a raw JPEG may be decoded to (a `box`-resized
+        model's input), when `wants_full()` says nothing needs the full image; None: full."""
         self.cfg = cfg
         self.device = cfg.device
         self.kind = device_kind(cfg.device)
@@ -86,6 +96,9 @@ class OpenCVSource:
         self.raw = False  # MJPG packets read undecoded (video files only)
         self._grabbed: np.ndarray | None = None  # the raw packet of the last grab
         self._grabs = 0  # frames grabbed since the last retrieve
+        self.decode_to = decode_to
+        self.wants_full = wants_full
+        self.scale = 1  # raw packets: the reduced decode's denominator when no full is wanted
 
     def _capture(self) -> cv2.VideoCapture:
         cfg = self.cfg
@@ -129,6 +142,8 @@ class OpenCVSource:
                 self.pacer = Pacer(self.frame_rate)
         if self.kind == "file":
             self.raw = _raw_mjpg(cap)
+            size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+            self.scale = decode_scale(size, self.decode_to) if self.raw else 1
         if self.kind == "camera":
             got = (
                 int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
@@ -167,7 +182,8 @@ class OpenCVSource:
     def retrieve(self) -> tuple[np.ndarray, None]:
         """Decode the frame of the last `grab` to RGB."""
         if self.raw:
-            img = cv2.imdecode(self._grabbed, cv2.IMREAD_COLOR_RGB)
+            scaled = target(self.decode_to, self.wants_full) is not None
+            img = cv2.imdecode(self._grabbed, decode_flags(self.scale if scaled else 1))
         else:
             ok, img = self.cap.retrieve()
             img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=img) if ok else None

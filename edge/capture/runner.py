@@ -176,9 +176,10 @@ class CaptureThread:
         # inference finds it done; swapped by a reload, read once per frame.
         self.prepare: Callable[[Frame], object] | None = None
         self.decode_s = 0.0  # moving average of decode + prepare time, for the just-in-time lead
-        # False when inference's threads take every core: decoding beside an invoke then only
-        # preempts one of its workers (the others wait for it), so frames are read between
-        # invokes instead, as soon as the consumer asks.
+        # False on a single core: decoding beside an invoke would only take turns with it, so
+        # frames are read between invokes instead, as soon as the consumer asks. With more
+        # cores it pays even when the interpreter's threads take them all: XNNPACK's workers
+        # steal the tiles of the one the decode preempts (docs/benchmarks.md, issue 17).
         self.overlap = True
         self._seq = 0
         self._stop = threading.Event()

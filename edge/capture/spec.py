@@ -55,23 +55,26 @@ def apply_source(cfg: SourceConfig, text: str) -> SourceConfig:
 
 
 def open_source(cfg: SourceConfig, model_size: tuple[int, int],
-                wants_full: Callable[[], bool] | None = None) -> Source:
+                wants_full: Callable[[], bool] | None = None,
+                decode_to: tuple[int, int] | None = None) -> Source:
     """The source `cfg` describes; model_size (w, h) sizes the Pi camera's lores stream, and
     `wants_full` tells it per frame whether to copy its full-resolution stream too (None:
-    always; edge.fullres)."""
+    always; edge.fullres). `decode_to` (a `box`-resized model's input): JPEG frames nothing
+    wants whole decode toward it (edge.decode)."""
     kind = cfg.kind
     if kind == "auto":  # which camera is decided on each connect: one plugged in later counts
         from edge.capture.auto import AutoSource
 
         return AutoSource(lambda kind, device: open_source(
-            cfg.model_copy(update={"kind": kind, "device": device}), model_size, wants_full))
+            cfg.model_copy(update={"kind": kind, "device": device}), model_size, wants_full,
+            decode_to))
     if kind == "picamera2":
         from edge.capture.picamera2 import Picamera2Source, import_picamera2
 
         import_picamera2()  # not installed: say how now, not at every reconnect
         return Picamera2Source(cfg, model_size, wants_full)
     if kind == "opencv":
-        source = OpenCVSource(cfg)
+        source = OpenCVSource(cfg, decode_to=decode_to, wants_full=wants_full)
         if source.kind == "file" and not Path(str(cfg.device)).is_file():
             raise EdgeError(f"source.device {cfg.device}: no such video file (a camera is a "
                             "number or /dev/videoN, a stream a URL)")
@@ -79,6 +82,6 @@ def open_source(cfg: SourceConfig, model_size: tuple[int, int],
     if not cfg.path:
         raise EdgeError("source.path is required with kind: files (an image, folder or glob)")
     source = FilesSource(cfg.path, loop=cfg.loop, fps=cfg.fps if cfg.realtime else None,
-                         frame_rate=cfg.fps)
+                         frame_rate=cfg.fps, decode_to=decode_to, wants_full=wants_full)
     source.check()  # a path with no images can never work: say so now, not in a retry loop
     return source
