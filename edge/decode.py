@@ -46,8 +46,8 @@ def decode_flags(scale: int = 1) -> int:
 
 
 def is_jpeg(data: np.ndarray | bytes) -> bool:
-    head = bytes(data[:2]) if isinstance(data, np.ndarray) else data[:2]
-    return head == b"\xff\xd8"
+    """A JPEG's start-of-image marker (`data`: bytes, or a flat uint8 array)."""
+    return bytes(data[:2]) == b"\xff\xd8"
 
 
 def decode_image(data: np.ndarray | bytes, decode_to: tuple[int, int] | None = None,
@@ -55,7 +55,8 @@ def decode_image(data: np.ndarray | bytes, decode_to: tuple[int, int] | None = N
     """RGB uint8 pixels of an encoded image (None if OpenCV cannot decode it); a JPEG at the
     scale `decode_scale` allows toward `decode_to` (its (w, h) `size` read from its header
     unless given). cv2.error propagates (OpenCV's own size guard)."""
-    buf = np.frombuffer(data, np.uint8) if isinstance(data, bytes | bytearray) else data
+    # (a video packet comes as a 1xN array)
+    buf = np.frombuffer(data, np.uint8) if isinstance(data, bytes | bytearray) else data.ravel()
     scale = 1
     if decode_to is not None and is_jpeg(buf):
         size = size or jpeg_size(io.BytesIO(buf.tobytes()))

@@ -176,7 +176,7 @@ def test_mjpg_frames_decode_scaled_unless_the_full_image_is_wanted(demo_clip):
     wants = [False]
     src = OpenCVSource(video_cfg(demo_clip), decode_to=MODEL_SIZE, wants_full=lambda: wants[0])
     src.open()
-    assert src.raw and src.scale == 2
+    assert src.raw and src.size == (640, 480)
     jpegs = avi_jpegs(demo_clip)
     for i, jpeg in enumerate(jpegs[:6]):
         wants[0] = i % 3 == 2

@@ -33,7 +33,7 @@ import numpy as np
 
 from edge.capture.base import Pacer, SourceError
 from edge.config import SourceConfig
-from edge.decode import decode_flags, decode_scale, target
+from edge.decode import decode_image, target
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class OpenCVSource:
         self._grabs = 0  # frames grabbed since the last retrieve
         self.decode_to = decode_to
         self.wants_full = wants_full
-        self.scale = 1  # raw packets: the reduced decode's denominator when no full is wanted
+        self.size: tuple[int, int] | None = None  # video files: their frames' (w, h)
 
     def _capture(self) -> cv2.VideoCapture:
         cfg = self.cfg
@@ -142,8 +142,8 @@ class OpenCVSource:
                 self.pacer = Pacer(self.frame_rate)
         if self.kind == "file":
             self.raw = _raw_mjpg(cap)
-            size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
-            self.scale = decode_scale(size, self.decode_to) if self.raw else 1
+            self.size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                         int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
         if self.kind == "camera":
             got = (
                 int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
@@ -182,8 +182,7 @@ class OpenCVSource:
     def retrieve(self) -> tuple[np.ndarray, None]:
         """Decode the frame of the last `grab` to RGB."""
         if self.raw:
-            scaled = target(self.decode_to, self.wants_full) is not None
-            img = cv2.imdecode(self._grabbed, decode_flags(self.scale if scaled else 1))
+            img = decode_image(self._grabbed, target(self.decode_to, self.wants_full), self.size)
         else:
             ok, img = self.cap.retrieve()
             img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=img) if ok else None
